@@ -1,0 +1,112 @@
+"""Explainer cost versus the backbone, measured side by side in one run.
+
+Prints, on the same batch: explanations per second (maps for given classes,
+and maps for the backbone's own top-1, which adds one backbone pass), backbone
+forward passes per second, their ratios, training images per second and peak
+memory. Timings alternate between the contenders so drift hits all alike.
+
+    python scripts/benchmark.py [--batch-size 16] [--repeats 5] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from ptame import load_explainer  # noqa: E402
+from ptame.explainer import PTameLoss  # noqa: E402
+from ptame.training import TrainConfig, training_step  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device: torch.device) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def _peak_mb(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB (CUDA, max allocated)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process peak RSS)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--explainer", default="default")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--train-steps", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    explainer = load_explainer(args.explainer, device=device)
+    backbone = explainer.backbone
+    torch.manual_seed(0)
+    images = torch.rand(args.batch_size, 3, *explainer.input_size, device=device)
+    with torch.no_grad():
+        targets = backbone(images).argmax(1)
+
+    contenders = {
+        "backbone forward": lambda: backbone(images),
+        "explain (given classes)": lambda: explainer(images, targets),
+        "explain (backbone top-1)": lambda: explainer(images),
+    }
+    with torch.no_grad():
+        for fn in contenders.values():  # warm-up
+            fn()
+        times: dict[str, list[float]] = {k: [] for k in contenders}
+        for _ in range(args.repeats):
+            for name, fn in contenders.items():
+                times[name].append(_time(fn, device))
+    inference_peak = _peak_mb(device)
+
+    cfg = TrainConfig(data=[], out="")
+    loss_fn = PTameLoss(cfg.loss_weights())
+    opt = torch.optim.AdamW(explainer.head.parameters(), lr=1e-6, amsgrad=True)
+
+    def step():
+        explainer.train()
+        loss, _ = training_step(explainer, explainer.head, images, loss_fn)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    train_times = [_time(step, device) for _ in range(args.train_steps)]
+
+    b = args.batch_size
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else os.cpu_count()} "
+          f"{'' if device.type == 'cuda' else 'cores, '}{torch.get_num_threads()} threads), torch {torch.__version__}")
+    print(f"backbone {backbone.name} at {explainer.input_size}, auxiliary {explainer.auxiliary.name} at "
+          f"{explainer.features.input_size}, batch {b}, median of {args.repeats}")
+    for name, t in med.items():
+        print(f"  {name:26s} {b / t:8.1f} images/s   ({1000 * t / b:6.1f} ms/image)")
+    print(f"  ratio explain(given)/backbone forward: {med['explain (given classes)'] / med['backbone forward']:.2f} "
+          "(cost of one explanation in backbone forwards)")
+    print(f"  ratio explain(top-1)/backbone forward: {med['explain (backbone top-1)'] / med['backbone forward']:.2f}")
+    print(f"  training                   {b / statistics.median(train_times):8.1f} images/s")
+    print(f"  peak memory: inference {inference_peak}; after training {_peak_mb(device)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The ``ptame`` command: train, explain, info, demo, split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .training.trainer import PRESETS
+
+    p = sub.add_parser("train", help="train an explainer head on image folders")
+    p.add_argument("data", nargs="+", help="image files, folders (recursive) or .txt lists of paths")
+    p.add_argument("--out", required=True, help="output folder (checkpoint, log, explainer/)")
+    p.add_argument("--backbone", default="efficientnet_lite2", help="classifier to explain")
+    p.add_argument("--backbone-weights", default=None, help="local weights file, or 'random'")
+    p.add_argument("--auxiliary", default="efficientnet_lite0", help="frozen feature network")
+    p.add_argument("--auxiliary-weights", default=None, help="local weights file, or 'random'")
+    p.add_argument("--layers", default=None, help="comma-separated auxiliary module names")
+    p.add_argument("--aux-input-size", type=int, default=None, help="side the auxiliary sees (default: its own)")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="loss weights and weight decay")
+    p.add_argument("--init", default="aux-cam", choices=["aux-cam", "paper"],
+                   help="aux-cam: start from the auxiliary's CAM (ours); paper: default init")
+    p.add_argument("--ce", type=float, help="override the CE weight")
+    p.add_argument("--area", type=float, help="override the area weight")
+    p.add_argument("--tv", type=float, help="override the TV weight")
+    p.add_argument("--p-area", type=float, help="override the area exponent")
+    p.add_argument("--beta", type=float, help="override the border weight of TV")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32, help="per process")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--crop-scale", type=float, nargs=2, default=(0.25, 1.0), metavar=("MIN", "MAX"))
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between atomic checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.safetensors")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--dump-rank-weights", action="store_true", help=argparse.SUPPRESS)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, train
+
+    overrides = {k: getattr(args, a) for k, a in
+                 [("ce", "ce"), ("area", "area"), ("tv", "tv"), ("p_area", "p_area"), ("beta", "beta")]
+                 if getattr(args, a) is not None}
+    config = TrainConfig(
+        data=list(args.data), out=args.out, backbone=args.backbone, backbone_weights=args.backbone_weights,
+        auxiliary=args.auxiliary, auxiliary_weights=args.auxiliary_weights,
+        layers=args.layers.split(",") if args.layers else None,
+        aux_input_size=[args.aux_input_size] * 2 if args.aux_input_size else None,
+        preset=args.preset, loss=overrides, weight_decay=args.weight_decay, init=args.init,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_scale=tuple(args.crop_scale),
+        max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
+        seed=args.seed, device=args.device, dump_rank_weights=args.dump_rank_weights,
+    )
+    t0 = time.time()
+    explainer = train(config, resume=args.resume, progress_bar=not args.no_progress)
+    info = explainer.training_info
+    print(f"trained {info['steps']} steps on {info['images']} images in {time.time() - t0:.0f}s "
+          f"(skipped {info['skipped_files']} bad files); explainer saved to {Path(args.out) / 'explainer'}")
+    return 0
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="write overlays and raw maps for images")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--explainer", default="default", help="explainer folder, or 'default'")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def explain_files(files: Sequence[Path], explainer, out: Path, top_k: int, batch_size: int) -> dict:
+    """Writes ``<stem>.png`` (overlays of the top-k classes) and ``<stem>.npy`` ``(k,H,W)`` per readable file."""
+    from .training.data import BadFileLog, BadImageError, load_image
+    from .visualization import explanation_panel
+
+    out.mkdir(parents=True, exist_ok=True)
+    transform = explainer.backbone.preprocessing.eval_transform()
+    bad = BadFileLog()
+    summary: dict[str, dict] = {}
+    used: set[str] = set()
+    k = min(top_k, explainer.num_classes)
+    for start in range(0, len(files), batch_size):
+        chunk, tensors = [], []
+        for f in files[start : start + batch_size]:
+            try:
+                tensors.append(transform(load_image(f)))
+                chunk.append(f)
+            except BadImageError as exc:
+                bad.report(f, str(exc))
+        if not chunk:
+            continue
+        images = torch.stack(tensors).to(explainer.device)
+        result = explainer.predict_and_explain(images, top_k=k)
+        for i, f in enumerate(chunk):
+            stem = f.stem
+            n = 1
+            while stem in used:  # same name in two folders
+                n += 1
+                stem = f"{f.stem}_{n}"
+            used.add(stem)
+            classes = result["classes"][i].tolist()
+            scores = result["scores"][i].tolist()
+            names = [explainer.class_names[c] for c in classes]
+            maps = result["maps"][i]
+            explanation_panel(images[i], maps, names, scores, title=f.name).save(out / f"{stem}.png")
+            np.save(out / f"{stem}.npy", maps.cpu().numpy().astype(np.float32))
+            summary[str(f)] = {"output": stem, "classes": classes, "names": names, "scores": scores}
+    (out / "summary.json").write_text(json.dumps({"explained": summary, "skipped": bad.seen}, indent=1))
+    return {"explained": len(summary), "skipped": bad.count}
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .explainer import load_explainer
+    from .training.data import list_images
+
+    explainer = load_explainer(args.explainer, device=_device(args.device))
+    files = list_images(args.inputs)
+    counts = explain_files(files, explainer, Path(args.out), args.top_k, args.batch_size)
+    print(f"explained {counts['explained']} image(s) into {args.out}; skipped {counts['skipped']} unreadable file(s)")
+    return 0 if counts["explained"] else 1
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="versions, devices and an explainer's configuration")
+    p.add_argument("--explainer", default="default")
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from . import __version__
+    from .explainer import read_explainer_config
+    from .models import available_classifiers
+
+    print(f"ptame {__version__}, torch {torch.__version__}, "
+          f"device {'cuda (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else 'cpu'}")
+    print("classifiers:")
+    for name, what in available_classifiers().items():
+        print(f"  {name:22s} {what}")
+    cfg = read_explainer_config(args.explainer)
+    print(f"explainer {args.explainer}:")
+    print(f"  backbone   {cfg['backbone']['name']} ({cfg['backbone']['source']}), input {cfg['input_size']}, "
+          f"{cfg['num_classes']} classes")
+    print(f"  auxiliary  {cfg['auxiliary']['name']} at {cfg['aux_input_size']}, layers {cfg['layers']}")
+    print(f"  made with  ptame {cfg['ptame_version']}")
+    if cfg.get("training"):
+        print("  training   " + json.dumps({k: v for k, v in cfg["training"].items() if k != "final_terms"}))
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="explain scikit-image's sample photos with the shipped explainer")
+    p.add_argument("--out", default="demo")
+    p.add_argument("--top-k", type=int, default=3)
+
+
+DEMO_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from skimage import data as skdata
+    except ImportError:
+        print("the demo uses scikit-image's sample photos: pip install 'ptame[demo]'", file=sys.stderr)
+        return 2
+    from PIL import Image
+
+    from .explainer import load_explainer
+
+    out = Path(args.out)
+    src = out / "inputs"
+    src.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name in DEMO_IMAGES:
+        path = src / f"{name}.png"
+        Image.fromarray(getattr(skdata, name)()).save(path)
+        files.append(path)
+    explainer = load_explainer("default")
+    counts = explain_files(files, explainer, out, args.top_k, batch_size=len(files))
+    summary = json.loads((out / "summary.json").read_text())["explained"]
+    for f, entry in summary.items():
+        print(f"{Path(f).name:24s} -> " + ", ".join(f"{n.split(',')[0]} ({s:.2f})"
+                                                    for n, s in zip(entry["names"], entry["scores"])))
+    print(f"wrote {counts['explained']} overlay(s) and .npy maps to {out}/")
+    return 0
+
+
+def _add_split(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("split", help="write train/dev file lists of the ImageNet sample (index %% 5)")
+    p.add_argument("root", help="folder with labels.csv")
+    p.add_argument("--out", default="splits")
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from .training import imagenet_sample_split
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev"):
+        files = imagenet_sample_split(args.root, split)
+        (out / f"{split}.txt").write_text("".join(f"{Path(f).resolve()}\n" for f in files))
+        print(f"{split}: {len(files)} files -> {out / (split + '.txt')}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "explain": _cmd_explain, "info": _cmd_info, "demo": _cmd_demo, "split": _cmd_split}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ptame", description="Explain image classifiers in one forward pass (P-TAME).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_explain, _add_info, _add_demo, _add_split):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        print(f"ptame {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The P-TAME explainer: attention head, trained perturbation and loss."""
+
+from .explainer import (
+    DEFAULT_EXPLAINER_DIR,
+    ExplainerMismatchError,
+    PTameExplainer,
+    load_explainer,
+    read_explainer_config,
+)
+from .head import AttentionHead, FeatureBlock
+from .loss import LossWeights, PTameLoss, area_loss, total_variation
+from .perturbation import minmax_normalize, perturb, resize_maps
+
+__all__ = [
+    "PTameExplainer",
+    "load_explainer",
+    "read_explainer_config",
+    "ExplainerMismatchError",
+    "DEFAULT_EXPLAINER_DIR",
+    "AttentionHead",
+    "FeatureBlock",
+    "LossWeights",
+    "PTameLoss",
+    "area_loss",
+    "total_variation",
+    "perturb",
+    "resize_maps",
+    "minmax_normalize",
+]

@@ -1,0 +1,277 @@
+"""The P-TAME explainer: auxiliary features -> attention head -> one map per class."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
+from .head import AttentionHead
+from .perturbation import minmax_normalize, resize_maps
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "head.safetensors"
+FORMAT = "ptame-explainer/1"
+DEFAULT_EXPLAINER_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
+
+Targets = torch.Tensor | Sequence[int] | int | None
+
+
+class PTameExplainer(nn.Module):
+    """Explains ``backbone`` with maps from a frozen auxiliary network and a trained head.
+
+    Images are [0,1] RGB ``(B,3,H,W)`` at the backbone's input size (use
+    ``explainer.backbone.preprocessing.eval_transform()`` on photos).
+    The backbone is only run to pick its top-1 class when no targets are given;
+    the maps themselves never read it.
+
+    Args:
+        backbone: the classifier to explain (frozen).
+        auxiliary: the frozen feature network.
+        layers: auxiliary module names to read (default per known network).
+        aux_input_size: resolution the auxiliary sees (default: its own input size).
+        head_bias: bias on the fusion conv (the paper's head has none).
+    """
+
+    def __init__(
+        self,
+        backbone: Classifier,
+        auxiliary: Classifier,
+        layers: Sequence[str] | None = None,
+        aux_input_size: tuple[int, int] | None = None,
+        head_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone.freeze()
+        self.features = FeatureExtractor(auxiliary, layers or default_layers(auxiliary), aux_input_size)
+        shapes = self.features.feature_shapes()
+        self.head = AttentionHead([s[0] for s in shapes], backbone.num_classes, bias=head_bias)
+        self.head.to(auxiliary.device)
+        self.training_info: dict[str, Any] = {}
+        self.eval()
+
+    # ------------------------------------------------------------ properties
+    @property
+    def auxiliary(self) -> Classifier:
+        return self.features.classifier
+
+    @property
+    def layers(self) -> list[str]:
+        return self.features.layers
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.backbone.class_names
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.backbone.input_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.fuse.weight.device
+
+    def train(self, mode: bool = True) -> "PTameExplainer":
+        super().train(mode)
+        self.backbone.eval()  # frozen networks keep their BN statistics
+        self.features.train(mode)
+        return self
+
+    # ------------------------------------------------------------ maps
+    def class_logits(
+        self, images: torch.Tensor, classes: torch.Tensor | None = None, per_sample: bool = False
+    ) -> torch.Tensor:
+        """Unnormalised maps at the head's resolution (see :meth:`AttentionHead.forward`)."""
+        return self.head(self.features(images), classes, per_sample=per_sample)
+
+    def _targets(self, images: torch.Tensor, targets: Targets) -> torch.Tensor:
+        b = images.shape[0]
+        if targets is None:
+            return self.backbone.predict(images)[0]
+        t = torch.as_tensor(targets, dtype=torch.long, device=images.device).flatten()
+        if t.numel() == 1 and b > 1:
+            t = t.expand(b)
+        if t.shape != (b,):
+            raise ValueError(f"need one target per image ({b}), got {tuple(t.shape)}")
+        if (t < 0).any() or (t >= self.num_classes).any():
+            raise ValueError(f"targets must be in [0, {self.num_classes}), got {t.tolist()}")
+        return t
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be a (B,3,H,W) tensor in [0,1], got {shape}")
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
+        """Maps ``(B,1,H,W)`` in [0,1] at the images' resolution, for ``targets`` or the backbone's top-1."""
+        self._check_images(images)
+        t = self._targets(images, targets)
+        raw = self.class_logits(images, t, per_sample=True)
+        return minmax_normalize(resize_maps(raw, images.shape[-2:]))
+
+    def explain(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
+        """The common explainer interface: same as calling the explainer."""
+        return self(images, targets)
+
+    @torch.no_grad()
+    def all_maps(self, images: torch.Tensor, resolution: str = "input") -> torch.Tensor:
+        """Every class's map from one pass: ``(B,K,H,W)`` in [0,1].
+
+        ``resolution="head"`` returns them at the head's own (coarser) resolution,
+        which is K times cheaper in memory than upsampling all of them.
+        """
+        self._check_images(images)
+        raw = self.class_logits(images)
+        if resolution == "input":
+            raw = resize_maps(raw, images.shape[-2:])
+        elif resolution != "head":
+            raise ValueError("resolution must be 'input' or 'head'")
+        return minmax_normalize(raw)
+
+    @torch.no_grad()
+    def predict_and_explain(self, images: torch.Tensor, top_k: int = 1) -> dict[str, torch.Tensor]:
+        """Backbone top-k classes ``(B,k)``, their softmax scores ``(B,k)`` and maps ``(B,k,H,W)``."""
+        self._check_images(images)
+        probs = self.backbone(images).softmax(dim=1)
+        scores, classes = probs.topk(top_k, dim=1)
+        feats = self.features(images)
+        maps = [self.head(feats, classes[:, j], per_sample=True) for j in range(top_k)]
+        raw = resize_maps(torch.cat(maps, dim=1), images.shape[-2:])
+        return {"classes": classes, "scores": scores, "maps": minmax_normalize(raw)}
+
+    # ------------------------------------------------------------ persistence
+    def config(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "ptame_version": __version__,
+            "backbone": self.backbone.describe() | {"weights": getattr(self.backbone, "weights_ref", None)},
+            "auxiliary": self.auxiliary.describe() | {"weights": getattr(self.auxiliary, "weights_ref", None)},
+            "layers": self.layers,
+            "aux_input_size": list(self.features.input_size),
+            "input_size": list(self.input_size),
+            "num_classes": self.num_classes,
+            "feature_channels": self.head.channels,
+            "head_bias": self.head.fuse.bias is not None,
+            "class_names": self.class_names,
+            "training": self.training_info,
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Writes ``config.json`` and ``head.safetensors`` (each atomically) into ``directory``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        tmp = out / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+        os.replace(tmp, out / WEIGHTS_NAME)
+        tmp = out / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(self.config(), indent=1))
+        os.replace(tmp, out / CONFIG_NAME)
+        return out
+
+
+class ExplainerMismatchError(ValueError):
+    """The saved explainer was made for another backbone, auxiliary or class count."""
+
+
+def read_explainer_config(path: str | os.PathLike) -> dict[str, Any]:
+    directory = DEFAULT_EXPLAINER_DIR if str(path) == "default" else Path(path)
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(
+            f"{directory} is not a ptame explainer (no {CONFIG_NAME}); "
+            "train one with 'ptame train' or use 'default'"
+        )
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    if cfg.get("format") != FORMAT:
+        raise ValueError(f"{cfg_path}: unknown format {cfg.get('format')!r} (expected {FORMAT!r})")
+    return cfg
+
+
+def _check_model(role: str, expected: dict, got: Classifier) -> None:
+    if got.name != expected["name"]:
+        raise ExplainerMismatchError(
+            f"this explainer was trained for {role} {expected['name']!r}, not {got.name!r}; "
+            f"train one for {got.name!r} with 'ptame train'"
+        )
+    if got.num_classes != expected["num_classes"]:
+        raise ExplainerMismatchError(
+            f"this explainer's {role} {expected['name']!r} had {expected['num_classes']} classes, "
+            f"the given one has {got.num_classes}"
+        )
+
+
+def load_explainer(
+    path: str | os.PathLike = "default",
+    backbone: Classifier | None = None,
+    auxiliary: Classifier | None = None,
+    device: str | torch.device | None = None,
+) -> PTameExplainer:
+    """Loads a saved explainer; ``"default"`` is the one shipped with ptame.
+
+    The backbone and auxiliary are rebuilt by name unless given; given ones
+    must match the names and class counts the explainer was trained with.
+    """
+    directory = DEFAULT_EXPLAINER_DIR if str(path) == "default" else Path(path)
+    cfg = read_explainer_config(directory)
+
+    def resolve(role: str, given: Classifier | None) -> Classifier:
+        if given is None:
+            spec = cfg[role]
+            if spec.get("source") == "custom":
+                raise ExplainerMismatchError(
+                    f"this explainer explains a custom {role} {spec['name']!r}: pass {role}=Classifier(...)"
+                )
+            given = load_classifier(spec["name"], spec.get("weights"))
+        _check_model(role, cfg[role], given)
+        return given
+
+    bb = resolve("backbone", backbone)
+    if bb.num_classes != cfg["num_classes"]:
+        raise ExplainerMismatchError(
+            f"this explainer has {cfg['num_classes']} class maps; backbone {bb.name!r} has {bb.num_classes} classes"
+        )
+    aux = resolve("auxiliary", auxiliary)
+    if device is not None:
+        bb.to(device)
+        aux.to(device)
+    explainer = PTameExplainer(
+        bb, aux, cfg["layers"], tuple(cfg["aux_input_size"]), head_bias=bool(cfg.get("head_bias", False))
+    )
+    if explainer.head.channels != list(cfg["feature_channels"]):
+        raise ExplainerMismatchError(
+            f"auxiliary layers give channels {explainer.head.channels}, explainer expects {cfg['feature_channels']}"
+        )
+    try:
+        state = load_file(str(directory / WEIGHTS_NAME))
+    except Exception as exc:
+        raise ValueError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
+    expected = explainer.head.state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            raise ExplainerMismatchError(f"{directory / WEIGHTS_NAME}: missing tensor {key!r}")
+        if state[key].shape != value.shape:
+            raise ExplainerMismatchError(
+                f"{directory / WEIGHTS_NAME}: {key} has shape {tuple(state[key].shape)}, "
+                f"the head for {bb.name}/{aux.name} needs {tuple(value.shape)}"
+            )
+    explainer.head.load_state_dict({k: state[k] for k in expected})
+    explainer.training_info = cfg.get("training", {})
+    if device is not None:
+        explainer.to(device)
+    return explainer.eval()

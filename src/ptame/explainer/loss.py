@@ -1,0 +1,67 @@
+"""The P-TAME training objective: keep the prediction, with small, smooth maps."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Coefficients of ``ce*CE + area*mean((M+eps)^p_area) + tv*TV(M)``."""
+
+    ce: float = 1.5
+    area: float = 2.0
+    tv: float = 0.01
+    p_area: float = 0.3
+    beta: float = 0.3
+    area_eps: float = 0.0005
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def area_loss(maps: torch.Tensor, p: float, eps: float = 0.0005) -> torch.Tensor:
+    """``mean((M + eps)^p)`` over every value; maps in [0,1]."""
+    return (maps + eps).pow(p).mean()
+
+
+def total_variation(maps: torch.Tensor, beta: float) -> torch.Tensor:
+    """``(sum |dM/dx|^2 + sum |dM/dy|^2 + beta * sum(border^2)) / (2B)`` for ``(B,n,h,w)`` maps.
+
+    The border term penalises mass on the outermost rows and columns (each
+    border pixel counted once), which discourages maps that hug the frame.
+    """
+    b = maps.shape[0]
+    dx = (maps[..., :, 1:] - maps[..., :, :-1]).pow(2).sum()
+    dy = (maps[..., 1:, :] - maps[..., :-1, :]).pow(2).sum()
+    border = maps.pow(2).sum() - maps[..., 1:-1, 1:-1].pow(2).sum()
+    return (dx + dy + beta * border) / (2 * b)
+
+
+class PTameLoss:
+    """Combines the three terms and returns them separately for logging.
+
+    Args (call):
+        logits_perturbed: backbone logits on ``image * map_of_target`` ``(B,K)``.
+        targets: ``(B,)`` backbone top-1 classes on the clean images.
+        maps: ``(B,n,h,w)`` sigmoid maps in [0,1] of every class that is a target
+            somewhere in the batch (n = B), as the paper's code does.
+    """
+
+    def __init__(self, weights: LossWeights | None = None) -> None:
+        self.weights = weights or LossWeights()
+
+    def __call__(
+        self, logits_perturbed: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        w = self.weights
+        terms = {
+            "ce": F.cross_entropy(logits_perturbed, targets),
+            "area": area_loss(maps, w.p_area, w.area_eps),
+            "tv": total_variation(maps, w.beta),
+        }
+        total = w.ce * terms["ce"] + w.area * terms["area"] + w.tv * terms["tv"]
+        return total, terms

@@ -1,0 +1,22 @@
+"""Models: the black-box classifiers we explain and the auxiliary feature networks."""
+
+from .auxiliary import FeatureExtractor, default_layers
+from .classifier import (
+    RANDOM_WEIGHTS,
+    Classifier,
+    Preprocessing,
+    available_classifiers,
+    imagenet_class_names,
+    load_classifier,
+)
+
+__all__ = [
+    "Classifier",
+    "Preprocessing",
+    "FeatureExtractor",
+    "default_layers",
+    "load_classifier",
+    "available_classifiers",
+    "imagenet_class_names",
+    "RANDOM_WEIGHTS",
+]

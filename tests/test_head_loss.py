@@ -1,0 +1,101 @@
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ptame.explainer import AttentionHead, LossWeights, PTameLoss, area_loss, minmax_normalize, perturb, total_variation
+
+
+def _features(b=2):
+    torch.manual_seed(0)
+    return [torch.rand(b, 4, 8, 8), torch.rand(b, 6, 4, 4), torch.rand(b, 5, 2, 2)]
+
+
+def test_head_layout():
+    head = AttentionHead([4, 6, 5], num_classes=7)
+    assert len(head.blocks) == 3
+    assert [b.conv.weight.shape for b in head.blocks] == [(4, 4, 1, 1), (6, 6, 1, 1), (5, 5, 1, 1)]
+    assert head.fuse.weight.shape == (7, 15, 1, 1)
+    assert head.fuse.bias is None  # the paper's head has no bias by default
+
+
+def test_stagewise_fusion_equals_upsample_concat_conv():
+    head = AttentionHead([4, 6, 5], num_classes=7, bias=True).eval()
+    with torch.no_grad():
+        head.fuse.bias.normal_()
+    feats = _features()
+    # the textbook order: block, upsample each to the finest, concatenate, 1x1 conv
+    up = [F.interpolate(b(f), size=(8, 8), mode="bilinear", align_corners=False) for b, f in zip(head.blocks, feats)]
+    reference = head.fuse(torch.cat(up, dim=1))
+    assert torch.allclose(head(feats), reference, atol=1e-5)
+    cls = torch.tensor([3, 0, 3])
+    assert torch.allclose(head(feats, cls), reference[:, cls], atol=1e-5)
+    per = torch.tensor([5, 1])
+    assert torch.allclose(head(feats, per, per_sample=True)[:, 0], reference[torch.arange(2), per], atol=1e-5)
+
+
+def test_block_is_residual_relu():
+    head = AttentionHead([4], num_classes=2).eval()
+    f = torch.randn(1, 4, 3, 3)
+    block = head.blocks[0]
+    assert torch.allclose(block(f), torch.relu(block.bn(block.conv(f)) + f))
+
+
+def test_cam_init_reproduces_cam():
+    head = AttentionHead([4, 3], num_classes=2).eval()
+    w = torch.randn(2, 3)
+    head.init_from_cam(w)
+    f_last = torch.rand(1, 3, 2, 2)  # post-ReLU features, as before global pooling
+    out = head([torch.rand(1, 4, 4, 4), f_last])
+    cam = torch.einsum("kc,bchw->bkhw", w, f_last)
+    assert torch.allclose(out, F.interpolate(cam, size=(4, 4), mode="bilinear", align_corners=False), atol=1e-5)
+
+
+def test_area_loss_by_hand():
+    zeros = torch.zeros(2, 2, 4, 4)
+    ones = torch.ones(2, 2, 4, 4)
+    assert math.isclose(area_loss(zeros, 0.3).item(), 0.0005**0.3, rel_tol=1e-5)
+    assert math.isclose(area_loss(ones, 0.3).item(), 1.0005**0.3, rel_tol=1e-5)
+    half = torch.cat([zeros[:, :, :2], ones[:, :, :2]], dim=2)
+    assert math.isclose(area_loss(half, 1.0).item(), 0.5 + 0.0005, rel_tol=1e-5)
+
+
+def test_total_variation_by_hand():
+    m = torch.zeros(1, 1, 4, 4)
+    m[..., :, 2:] = 1.0  # a vertical edge: 4 rows with one unit jump each
+    assert math.isclose(total_variation(m, beta=0.0).item(), 4 / 2)
+    # border pixels: 12 on a 4x4 map, 6 of them in the right half
+    assert math.isclose(total_variation(m, beta=0.5).item(), (4 + 0.5 * 6) / 2)
+    m2 = torch.cat([m, m], dim=0)  # normalised by batch size
+    assert math.isclose(total_variation(m2, beta=0.5).item(), (4 + 0.5 * 6) / 2)
+    inner = torch.zeros(1, 1, 4, 4)
+    inner[..., 1:3, 1:3] = 1.0
+    assert math.isclose(total_variation(inner, beta=1.0).item(), 8 / 2)  # no border mass
+
+
+def test_loss_combines_terms_with_weights():
+    w = LossWeights(ce=2.0, area=3.0, tv=0.5, p_area=1.0, beta=0.0)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    targets = torch.tensor([0, 1])
+    maps = torch.rand(2, 2, 5, 5)
+    total, terms = PTameLoss(w)(logits, targets, maps)
+    expected = 2 * F.cross_entropy(logits, targets) + 3 * (maps + 0.0005).mean() + 0.5 * total_variation(maps, 0.0)
+    assert torch.allclose(total, expected)
+    assert set(terms) == {"ce", "area", "tv"}
+
+
+def test_perturbation_is_a_product_in_pixel_space():
+    img = torch.rand(2, 3, 8, 8)
+    m = torch.zeros(2, 1, 4, 4)
+    m[0] = 1.0
+    out = perturb(img, m)
+    assert torch.allclose(out[0], img[0]) and torch.all(out[1] == 0)
+    half = perturb(img, torch.full((2, 1, 2, 2), 0.5))
+    assert torch.allclose(half, img * 0.5)
+
+
+def test_minmax_normalize():
+    m = torch.tensor([[[[1.0, 3.0], [2.0, 5.0]]], [[[2.0, 2.0], [2.0, 2.0]]]])
+    n = minmax_normalize(m)
+    assert torch.allclose(n[0].flatten(), torch.tensor([0.0, 0.5, 0.25, 1.0]))
+    assert torch.all(n[1] == 0)

@@ -1,0 +1,88 @@
+import pytest
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+
+from ptame import Classifier, load_classifier
+from ptame.models import FeatureExtractor, default_layers
+
+
+def test_timm_and_torchvision_random_weights_take_unit_range_images():
+    for name in ["test_efficientnet", "torchvision:resnet18"]:
+        clf = load_classifier(name, "random")
+        x = torch.rand(2, 3, *clf.input_size)
+        assert clf(x).shape == (2, clf.num_classes)
+        assert not any(p.requires_grad for p in clf.parameters())
+        assert not clf.training
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50", "vit_b_16"])
+def test_paper_backbones_by_name_with_random_weights(name):
+    clf = load_classifier(name, "random")
+    assert clf.source == "torchvision"
+    assert clf.num_classes == 1000 and clf.input_size == (224, 224)
+    assert clf.class_names[1].startswith("goldfish")
+
+
+def test_normalization_happens_inside():
+    clf = Classifier(nn.Flatten(), name="id", input_size=2, num_classes=12, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
+    x = torch.ones(1, 3, 2, 2)
+    out = clf(x).view(3, 4)
+    assert torch.allclose(out[0], torch.full((4,), 2.0))
+    assert torch.allclose(out[1], torch.full((4,), 1.0))
+    assert torch.allclose(out[2], torch.full((4,), 0.5))
+
+
+def test_wrong_shape_is_refused(tiny_backbone):
+    with pytest.raises(ValueError, match=r"\(B,3,H,W\)"):
+        tiny_backbone(torch.rand(3, 32, 32))
+
+
+def test_local_weights_round_trip(tmp_path):
+    torch.manual_seed(0)
+    a = load_classifier("test_efficientnet", "random")
+    save_file(a.model.state_dict(), str(tmp_path / "w.safetensors"))
+    torch.save(a.model.state_dict(), tmp_path / "w.pth")
+    x = torch.rand(1, 3, *a.input_size)
+    for f in ["w.safetensors", "w.pth"]:
+        b = load_classifier("test_efficientnet", tmp_path / f)
+        assert torch.allclose(a(x), b(x))
+
+
+class Evil:
+    """Any non-tensor object: a pickle that would run code on load."""
+
+
+def test_pickled_objects_are_never_loaded(tmp_path):
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="weights_only"):
+        load_classifier("test_efficientnet", tmp_path / "evil.pth")
+
+
+def test_mismatched_weights_file_is_refused(tmp_path):
+    save_file(load_classifier("test_resnet", "random").model.state_dict(), str(tmp_path / "r.safetensors"))
+    with pytest.raises(ValueError, match="weights do not fit|shape mismatch"):
+        load_classifier("test_efficientnet", tmp_path / "r.safetensors")
+
+
+def test_unknown_name_is_explained():
+    with pytest.raises(ValueError, match="unknown classifier"):
+        load_classifier("no_such_net_xyz", "random")
+
+
+def test_feature_extractor_reads_named_layers(tiny_aux):
+    layers = default_layers(tiny_aux)
+    fx = FeatureExtractor(tiny_aux, layers)
+    feats = fx(torch.rand(2, 3, 50, 70))  # resized to the aux's own size first
+    assert len(feats) == len(layers)
+    assert [tuple(f.shape[1:]) for f in feats] == fx.feature_shapes()
+    with pytest.raises(ValueError, match="no module"):
+        FeatureExtractor(tiny_aux, ["nope"])
+
+
+def test_lite_default_layers_include_cam_layer():
+    clf = load_classifier("efficientnet_lite0", "random")
+    fx = FeatureExtractor(clf, default_layers(clf))
+    assert [s[0] for s in fx.feature_shapes()] == [24, 40, 112, 320, 1280]
+    w, _ = fx.cam_weights()
+    assert w.shape == (1000, 1280)

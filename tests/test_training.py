@@ -1,0 +1,134 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ptame.training import TrainConfig, TrainingDivergedError, load_checkpoint, train
+
+from .conftest import TINY_AUX, TINY_BACKBONE, write_images
+
+TINY = ["--backbone", TINY_BACKBONE, "--backbone-weights", "random", "--auxiliary", TINY_AUX,
+        "--auxiliary-weights", "random", "--no-progress", "--workers", "0"]
+
+
+def _config(tmp_path, images, **kw) -> TrainConfig:
+    base = dict(data=[str(images)], out=str(tmp_path / "run"), backbone=TINY_BACKBONE, backbone_weights="random",
+                auxiliary=TINY_AUX, auxiliary_weights="random", batch_size=4, epochs=1, workers=0,
+                checkpoint_every=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _log(out: Path) -> list[dict]:
+    path = out / "train_log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_short_run_saves_explainer_and_checkpoint(tmp_path, image_folder):
+    explainer = train(_config(tmp_path, image_folder, epochs=2), progress_bar=False)
+    out = tmp_path / "run"
+    assert (out / "explainer" / "head.safetensors").is_file()
+    _, meta = load_checkpoint(out / "checkpoint.safetensors")
+    assert meta["progress"]["step"] == 6  # 12 images / batch 4 x 2 epochs
+    steps = _log(out)
+    assert [s["step"] for s in steps] == list(range(1, 7))
+    assert {"ce", "area", "tv", "loss"} <= set(steps[0])
+    assert explainer.training_info["images"] == 12
+
+
+def test_only_the_head_learns(tmp_path, image_folder):
+    cfg = _config(tmp_path, image_folder, max_steps=2)
+    explainer = train(cfg, progress_bar=False)
+    from ptame.training import build_explainer
+
+    torch.manual_seed(0)
+    fresh = build_explainer(cfg, torch.device("cpu"))
+    for a, b in zip(explainer.backbone.state_dict().values(), fresh.backbone.state_dict().values()):
+        assert torch.equal(a, b) or a.dtype == torch.long
+
+
+def test_nan_loss_stops_with_clear_error(tmp_path, image_folder, monkeypatch):
+    import ptame.training.trainer as trainer
+
+    real = trainer.PTameLoss
+
+    class PoisonedLoss(real):
+        calls = 0
+
+        def __call__(self, *args):
+            PoisonedLoss.calls += 1
+            total, terms = super().__call__(*args)
+            return (total * float("nan") if PoisonedLoss.calls == 3 else total), terms
+
+    monkeypatch.setattr(trainer, "PTameLoss", PoisonedLoss)
+    with pytest.raises(TrainingDivergedError, match="loss became nan at step 2"):
+        train(_config(tmp_path, image_folder, epochs=3), progress_bar=False)
+    # the last checkpoint is the good one from step 2
+    _, meta = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert meta["progress"]["step"] == 2
+
+
+def test_resume_refuses_other_settings(tmp_path, image_folder):
+    train(_config(tmp_path, image_folder, max_steps=2), progress_bar=False)
+    with pytest.raises(ValueError, match="other settings.*lr"):
+        train(_config(tmp_path, image_folder, max_steps=4, lr=1e-3), resume=True, progress_bar=False)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_loses_at_most_n_steps(tmp_path):
+    images = tmp_path / "images"
+    write_images(images, 12)
+    out = tmp_path / "run"
+    every = 3
+    cmd = [sys.executable, "-m", "ptame.cli", "train", str(images), "--out", str(out), "--epochs", "50",
+           "--batch-size", "2", "--checkpoint-every", str(every), *TINY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = _log(out)
+        if log and log[-1]["step"] >= 8 and (out / "checkpoint.safetensors").exists():
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = _log(out)[-1]["step"]
+    _, meta = load_checkpoint(out / "checkpoint.safetensors")  # never half-written
+    saved = meta["progress"]["step"]
+    assert saved % every == 0 and 0 <= done - saved <= every
+    resumed = subprocess.run(cmd + ["--resume", "--max-steps", str(saved + 4)], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {out / 'checkpoint.safetensors'} at step {saved}" in resumed.stderr
+    steps = [s["step"] for s in _log(out)]
+    assert steps[-4:] == [saved + 1, saved + 2, saved + 3, saved + 4]
+    cfg = json.loads((out / "explainer" / "config.json").read_text())
+    assert cfg["training"]["steps"] == saved + 4
+
+
+@pytest.mark.slow
+def test_two_process_ddp_ends_with_identical_heads(tmp_path):
+    images = tmp_path / "images"
+    write_images(images, 16)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "ptame.cli", "train", str(images), "--out", str(out), "--epochs", "2", "--batch-size", "2",
+           "--max-steps", "5", "--dump-rank-weights", "--device", "cpu", *TINY]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    a = load_file(str(out / "rank0_head.safetensors"))
+    b = load_file(str(out / "rank1_head.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    cfg = json.loads((out / "explainer" / "config.json").read_text())
+    assert cfg["training"]["world_size"] == 2 and cfg["training"]["steps"] == 5
