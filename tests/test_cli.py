@@ -25,8 +25,8 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
     assert len(summary["explained"]) == 12 and len(summary["skipped"]) == 2
     maps = np.load(maps_dir / "img000.npy")
     assert maps.shape[0] == 2 and maps.min() >= 0 and maps.max() <= 1
-    panel = Image.open(maps_dir / "img000.png")
-    assert panel.width == 3 * maps.shape[2]  # input + 2 overlays side by side
+    with Image.open(maps_dir / "img000.png") as panel:
+        assert panel.width == 3 * maps.shape[2]  # input + 2 overlays side by side
     entry = next(iter(summary["explained"].values()))
     assert len(entry["names"]) == 2 and entry["scores"][0] >= entry["scores"][1]
 
@@ -40,3 +40,15 @@ def test_errors_are_messages_not_tracebacks(tmp_path):
                           str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert run.returncode == 2
     assert "not a ptame explainer" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_import_option_registers_custom_models(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_models.py").write_text(
+        "import torch.nn as nn\n"
+        "from ptame import Classifier, register_classifier\n"
+        "net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))\n"
+        "register_classifier('toy_cli_net', lambda w: Classifier(net, name='toy_cli_net', input_size=32, num_classes=3))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["--import", "my_models", "info"]) == 0
+    assert "toy_cli_net" in capsys.readouterr().out

@@ -86,3 +86,13 @@ def test_lite_default_layers_include_cam_layer():
     assert [s[0] for s in fx.feature_shapes()] == [24, 40, 112, 320, 1280]
     w, _ = fx.cam_weights()
     assert w.shape == (1000, 1280)
+
+
+def test_registered_custom_model_loads_by_name():
+    from ptame import register_classifier
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    register_classifier("my_net", lambda weights: Classifier(net, name="x", input_size=32, num_classes=5))
+    clf = load_classifier("my_net")
+    assert clf.name == "my_net" and clf.source == "registered" and clf.num_classes == 5
+    assert clf(torch.rand(2, 3, 32, 32)).shape == (2, 5)

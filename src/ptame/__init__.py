@@ -10,12 +10,13 @@ from .explainer import (  # noqa: E402
     load_explainer,
     perturb,
 )
-from .models import Classifier, load_classifier  # noqa: E402
+from .models import Classifier, load_classifier, register_classifier  # noqa: E402
 
 __all__ = [
     "__version__",
     "Classifier",
     "load_classifier",
+    "register_classifier",
     "PTameExplainer",
     "load_explainer",
     "ExplainerMismatchError",

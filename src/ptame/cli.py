@@ -64,6 +64,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_scale=tuple(args.crop_scale),
         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
         seed=args.seed, device=args.device, dump_rank_weights=args.dump_rank_weights,
+        command="ptame " + " ".join(sys.argv[1:]),
     )
     t0 = time.time()
     explainer = train(config, resume=args.resume, progress_bar=not args.no_progress)
@@ -225,6 +226,8 @@ COMMANDS = {"train": _cmd_train, "explain": _cmd_explain, "info": _cmd_info, "de
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptame", description="Explain image classifiers in one forward pass (P-TAME).")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import a Python module first (e.g. one that calls ptame.register_classifier)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_explain, _add_info, _add_demo, _add_split):
         add(sub)
@@ -235,6 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
     try:
+        import importlib
+
+        sys.path.insert(0, ".")
+        for module in args.imports:
+            importlib.import_module(module)
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         print(f"ptame {args.command}: error: {exc}", file=sys.stderr)

@@ -31,15 +31,20 @@ def keep_top_fraction(maps: torch.Tensor, keep: float) -> torch.Tensor:
 
 @torch.no_grad()
 def confidence_change(
-    backbone: Classifier, images: torch.Tensor, maps: torch.Tensor, keep: float = 1.0
+    backbone: Classifier,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    keep: float = 1.0,
+    clean_probs: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-image Average Drop and Increase in Confidence terms, in percent.
 
     Returns ``drop = 100*max(0, Y-O)/Y`` and ``increase = 100*(O > Y)`` per image
     (``(B,)`` each), plus the clean and masked scores and the predicted class;
-    their means are AD and IC.
+    their means are AD and IC. Pass ``clean_probs`` (softmax on the clean
+    images, ``(B,K)``) to reuse one clean pass across maps and levels.
     """
-    clean = backbone(images).softmax(dim=1)
+    clean = backbone(images).softmax(dim=1) if clean_probs is None else clean_probs
     y, cls = clean.max(dim=1)
     masked = images * keep_top_fraction(resize_maps(maps, images.shape[-2:]), keep)
     o = backbone(masked).softmax(dim=1).gather(1, cls[:, None]).squeeze(1)

@@ -175,6 +175,7 @@ class PTameExplainer(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
         tmp = out / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp), metadata={"format": FORMAT})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out / WEIGHTS_NAME)
         tmp = out / (CONFIG_NAME + ".tmp")
         tmp.write_text(json.dumps(self.config(), indent=1))
@@ -235,7 +236,8 @@ def load_explainer(
             spec = cfg[role]
             if spec.get("source") == "custom":
                 raise ExplainerMismatchError(
-                    f"this explainer explains a custom {role} {spec['name']!r}: pass {role}=Classifier(...)"
+                    f"this explainer explains a custom {role} {spec['name']!r}: pass {role}=Classifier(...) "
+                    "or register_classifier() it"
                 )
             given = load_classifier(spec["name"], spec.get("weights"))
         _check_model(role, cfg[role], given)

@@ -8,6 +8,7 @@ from .classifier import (
     available_classifiers,
     imagenet_class_names,
     load_classifier,
+    register_classifier,
 )
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "FeatureExtractor",
     "default_layers",
     "load_classifier",
+    "register_classifier",
     "available_classifiers",
     "imagenet_class_names",
     "RANDOM_WEIGHTS",

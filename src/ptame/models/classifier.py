@@ -294,9 +294,19 @@ def _lite_classifier(name: str, weights: str | None, num_classes: int | None) ->
     return clf
 
 
+_REGISTRY: dict[str, Callable[[str | None], Classifier]] = {}
+
+
+def register_classifier(name: str, factory: Callable[[str | None], Classifier]) -> None:
+    """Makes ``load_classifier(name, weights)`` (and so ``ptame train --backbone name``,
+    ``load_explainer``) build your model: ``factory(weights) -> Classifier``."""
+    _REGISTRY[name] = factory
+
+
 def available_classifiers() -> dict[str, str]:
     """Names ptame resolves without a prefix, with where they come from."""
     out = {n: "built-in offline ImageNet weights" for n in _LITE_PACKAGES}
+    out.update({n: "registered" for n in _REGISTRY})
     out.update({"torchvision:<name>": "any torchvision classification model", "timm:<name>": "any timm model"})
     return out
 
@@ -325,7 +335,10 @@ def load_classifier(
         source, arch = name.split(":", 1)
     else:
         source, arch = "", name
-    if source == "" and arch in _LITE_PACKAGES:
+    if name in _REGISTRY:
+        clf = _REGISTRY[name](weights)
+        clf.name, clf.source = name, "registered"
+    elif source == "" and arch in _LITE_PACKAGES:
         clf = _lite_classifier(arch, weights, num_classes)
     elif source in ("", "torchvision") and _is_torchvision_model(arch):
         clf = _torchvision_classifier(arch, weights, name, num_classes)
@@ -374,6 +387,7 @@ __all__ = [
     "Classifier",
     "Preprocessing",
     "load_classifier",
+    "register_classifier",
     "available_classifiers",
     "imagenet_class_names",
     "find_linear_classifier",

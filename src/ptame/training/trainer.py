@@ -80,6 +80,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     dump_rank_weights: bool = False  # each rank writes its final head (DDP consistency tests)
+    command: str | None = None  # the command line, recorded in the explainer's config
 
     def loss_weights(self) -> LossWeights:
         if self.preset not in PRESETS:
@@ -436,6 +437,7 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True) 
         "final_terms": last_terms,
         "wall_time_s_last_session": round(time.time() - start_wall, 1),
         "device": str(device),
+        "command": config.command,
     }
     if config.dump_rank_weights:
         save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
