@@ -187,8 +187,16 @@ class ExplainerMismatchError(ValueError):
     """The saved explainer was made for another backbone, auxiliary or class count."""
 
 
+def explainer_dir(path: str | os.PathLike) -> Path:
+    """The folder of a saved explainer: ``"default"``, the folder, or one of its two files."""
+    if str(path) == "default":
+        return DEFAULT_EXPLAINER_DIR
+    p = Path(path)
+    return p.parent if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME) else p
+
+
 def read_explainer_config(path: str | os.PathLike) -> dict[str, Any]:
-    directory = DEFAULT_EXPLAINER_DIR if str(path) == "default" else Path(path)
+    directory = explainer_dir(path)
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
         raise FileNotFoundError(
@@ -228,7 +236,7 @@ def load_explainer(
     The backbone and auxiliary are rebuilt by name unless given; given ones
     must match the names and class counts the explainer was trained with.
     """
-    directory = DEFAULT_EXPLAINER_DIR if str(path) == "default" else Path(path)
+    directory = explainer_dir(path)
     cfg = read_explainer_config(directory)
 
     def resolve(role: str, given: Classifier | None) -> Classifier:

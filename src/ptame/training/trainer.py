@@ -462,15 +462,3 @@ def imagenet_sample_split(root: str | os.PathLike, split: str) -> list[Path]:
         raise ValueError("split must be 'train' or 'dev'")
     return [root / r["file"] for r in rows if keep(int(r["index"]))]
 
-
-__all__: Sequence[str] = [
-    "TrainConfig",
-    "PRESETS",
-    "train",
-    "training_step",
-    "build_explainer",
-    "TrainingDivergedError",
-    "save_checkpoint",
-    "load_checkpoint",
-    "imagenet_sample_split",
-]
