@@ -43,3 +43,69 @@ def test_baselines_shapes_and_ranges():
     assert g[0, 0, 5, 6] > g[0, 0, 0, 0]
     r1, r2 = UniformRandom(seed=3)(x), UniformRandom(seed=3)(x)
     assert torch.equal(r1, r2) and r1.min() >= 0 and r1.max() <= 1
+
+
+def test_cam_family_through_grad_cam_package(tiny_backbone):
+    from ptame.baselines import GradCamMethod
+
+    x = torch.rand(2, 3, *tiny_backbone.input_size)
+    for method in ["gradcam", "gradcam++", "layercam", "eigencam", "scorecam"]:
+        maps = GradCamMethod(tiny_backbone, method, batch_size=8)(x, torch.tensor([1, 2]))
+        assert maps.shape == (2, 1, *tiny_backbone.input_size), method
+        assert maps.min() >= 0 and maps.max() <= 1 + 1e-6, method
+
+
+def test_gradcam_matches_plain_autograd(tiny_backbone):
+    """Grad-CAM by hand: ReLU(sum_c mean(dy/dA_c) * A_c), upsampled and min-max normalised."""
+    from ptame.baselines import GradCamMethod, default_target_layer
+    from ptame.explainer import minmax_normalize, resize_maps
+
+    x = torch.rand(1, 3, *tiny_backbone.input_size)
+    layer = dict(tiny_backbone.model.named_modules())[default_target_layer(tiny_backbone)]
+    store = {}
+    handle = layer.register_forward_hook(lambda m, i, o: store.update(a=o))
+    with torch.enable_grad():
+        logits = tiny_backbone(x.requires_grad_(True))
+        (grad,) = torch.autograd.grad(logits[0, 3], store["a"])
+    handle.remove()
+    cam = (grad.mean(dim=(2, 3), keepdim=True) * store["a"]).sum(1, keepdim=True).relu()
+    expected = minmax_normalize(resize_maps(cam.detach(), x.shape[-2:]))
+    ours = GradCamMethod(tiny_backbone, "gradcam")(x.detach(), torch.tensor([3]))
+    assert torch.corrcoef(torch.stack([ours.flatten(), expected.flatten()]))[0, 1] > 0.99
+
+
+def test_rise_is_seeded_and_finds_the_bright_half():
+    clf = Classifier(_MeanBrightness(), name="toy", input_size=8, num_classes=2, mean=(0, 0, 0), std=(1, 1, 1))
+    from ptame.baselines import RISE
+
+    x = torch.zeros(1, 3, 8, 8)
+    x[..., :, :4] = 1.0  # only the left half carries evidence for class 0
+    a = RISE(clf, n_masks=400, cells=4, batch_size=100, seed=1)(x, torch.tensor([0]))
+    b = RISE(clf, n_masks=400, cells=4, batch_size=100, seed=1)(x, torch.tensor([0]))
+    assert torch.equal(a, b)
+    assert a[..., :, :4].mean() > a[..., :, 4:].mean()
+
+
+def test_auxiliary_cam_by_hand():
+    from ptame import load_classifier
+    from ptame.baselines import AuxiliaryCAM
+
+    torch.manual_seed(0)
+    aux = load_classifier("efficientnet_lite0", "random")
+    x = torch.rand(1, 3, 224, 224)
+    maps = AuxiliaryCAM(aux, aux)(x, torch.tensor([7]))
+    feats = aux.model.forward_features((x - 0.5) / 0.5)
+    cam = torch.einsum("bchw,c->bhw", feats, aux.model.classifier.weight[7]).relu()
+    from ptame.explainer import minmax_normalize, resize_maps
+
+    expected = minmax_normalize(resize_maps(cam.unsqueeze(1), (224, 224)))
+    assert torch.allclose(maps, expected, atol=1e-5)
+
+
+def test_gradcam_on_vit_uses_token_grid():
+    from ptame import load_classifier
+    from ptame.baselines import GradCamMethod
+
+    vit = load_classifier("vit_b_16", "random")
+    maps = GradCamMethod(vit, "gradcam")(torch.rand(1, 3, 224, 224), torch.tensor([0]))
+    assert maps.shape == (1, 1, 224, 224)

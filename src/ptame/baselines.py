@@ -38,3 +38,166 @@ class UniformRandom(Explainer):
     def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         b, _, h, w = images.shape
         return torch.rand(b, 1, h, w, generator=self.generator).to(images.device)
+
+
+# ----------------------------------------------------------------- CAM family (pytorch-grad-cam)
+
+# The backbone layer each CAM method reads by default: the last convolutional
+# feature map (for ViT, the last block's input norm, reshaped to its token grid).
+_DEFAULT_TARGET_LAYERS: list[tuple[str, str]] = [
+    ("efficientnet_lite*", "bn2"),
+    ("*efficientnet*", "bn2"),
+    ("*resnet*", "layer4"),
+    ("*vgg16*", "features.29"),
+    ("*vit_b_16", "encoder.layers.encoder_layer_11.ln_1"),
+]
+
+
+def default_target_layer(classifier) -> str:
+    """Module name (in ``classifier.model``) that CAM methods read for a known backbone."""
+    import fnmatch
+
+    for pattern, layer in _DEFAULT_TARGET_LAYERS:
+        if fnmatch.fnmatch(classifier.name, pattern):
+            return layer
+    info = getattr(classifier.model, "feature_info", None)
+    if info is not None:
+        return info[-1]["module"]
+    raise ValueError(f"no default CAM target layer for {classifier.name!r}; pass target_layer=...")
+
+
+def vit_reshape(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, 1+N, C) tokens with a class token -> (B, C, sqrt(N), sqrt(N)) maps."""
+    b, n, c = tokens.shape
+    side = int(round((n - 1) ** 0.5))
+    if side * side != n - 1:
+        raise ValueError(f"cannot reshape {n - 1} patch tokens to a square grid")
+    return tokens[:, 1:, :].reshape(b, side, side, c).permute(0, 3, 1, 2)
+
+
+class GradCamMethod(Explainer):
+    """Any ``pytorch_grad_cam`` method on a :class:`~ptame.models.Classifier`.
+
+    Args:
+        classifier: the backbone (takes [0,1] images; normalization is inside it).
+        method: ``gradcam``, ``gradcam++``, ``scorecam``, ``ablationcam``, ``layercam``, ``eigencam``.
+        target_layer: module name in ``classifier.model`` (default per backbone).
+        batch_size: inner batch of Score-CAM / Ablation-CAM's masked passes.
+    """
+
+    METHODS = {
+        "gradcam": "GradCAM",
+        "gradcam++": "GradCAMPlusPlus",
+        "scorecam": "ScoreCAM",
+        "ablationcam": "AblationCAM",
+        "layercam": "LayerCAM",
+        "eigencam": "EigenCAM",
+    }
+
+    def __init__(self, classifier, method: str = "gradcam", target_layer: str | None = None, batch_size: int = 32):
+        import pytorch_grad_cam
+
+        if method not in self.METHODS:
+            raise ValueError(f"unknown CAM method {method!r}; choose from {sorted(self.METHODS)}")
+        self.classifier = classifier
+        self.name = method
+        layer_name = target_layer or default_target_layer(classifier)
+        modules = dict(classifier.model.named_modules())
+        if layer_name not in modules:
+            raise ValueError(f"{classifier.name!r} has no module {layer_name!r}")
+        is_vit = "encoder_layer" in layer_name or ("blocks." in layer_name and "vit" in classifier.name)
+        kwargs = {"reshape_transform": vit_reshape} if is_vit else {}
+        cls = getattr(pytorch_grad_cam, self.METHODS[method])
+        if method == "ablationcam" and is_vit:
+            kwargs["ablation_layer"] = pytorch_grad_cam.AblationLayerVit()
+        self.cam = cls(model=classifier, target_layers=[modules[layer_name]], **kwargs)
+        if hasattr(self.cam, "batch_size"):
+            self.cam.batch_size = batch_size
+
+    def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        if targets is None:
+            targets = self.classifier.predict(images)[0]
+        wanted = [ClassifierOutputTarget(int(t)) for t in torch.as_tensor(targets).flatten()]
+        # the backbone's weights are frozen: the input must require grad for a graph to exist
+        with torch.enable_grad():
+            maps = self.cam(input_tensor=images.detach().requires_grad_(True), targets=wanted)
+        return torch.from_numpy(maps).to(images.device, torch.float32).unsqueeze(1)
+
+
+class AuxiliaryCAM(Explainer):
+    """Plain CAM (Zhou et al. 2016) of P-TAME's auxiliary network for the backbone's class.
+
+    Pre-pooling features times the auxiliary classifier's weights for the class,
+    ReLU, bilinear upsampling, min-max. No training, no access to the backbone's
+    insides: the baseline that shows whether P-TAME's training adds anything.
+    """
+
+    def __init__(self, backbone, auxiliary, layer: str | None = None) -> None:
+        from .models import FeatureExtractor, default_layers
+
+        self.backbone = backbone
+        self.features = FeatureExtractor(auxiliary, [layer or default_layers(auxiliary)[-1]])
+        cam = self.features.cam_weights()
+        if cam is None or auxiliary.class_names != backbone.class_names:
+            raise ValueError("auxiliary CAM needs a pre-pooling layer feeding a linear classifier over the backbone's classes")
+        self.weight = cam[0]
+
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        from .explainer.perturbation import minmax_normalize, resize_maps
+
+        if targets is None:
+            targets = self.backbone.predict(images)[0]
+        t = torch.as_tensor(targets, device=images.device).flatten()
+        (feat,) = self.features(images)
+        cam = torch.einsum("bchw,bc->bhw", feat, self.weight.to(feat)[t]).relu().unsqueeze(1)
+        return minmax_normalize(resize_maps(cam, images.shape[-2:]))
+
+
+class RISE(Explainer):
+    """RISE (Petsiuk et al. 2018): saliency as the score-weighted mean of random masks.
+
+    ``n_masks`` binary ``cells x cells`` grids with keep probability ``p``,
+    upsampled bilinearly with a random shift; seeded and batched.
+    """
+
+    def __init__(self, classifier, n_masks: int = 4000, cells: int = 7, p: float = 0.5, batch_size: int = 64,
+                 seed: int = 0) -> None:
+        self.classifier = classifier
+        self.n_masks, self.cells, self.p, self.batch_size, self.seed = n_masks, cells, p, batch_size, seed
+        self._masks: torch.Tensor | None = None
+
+    def masks(self, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        if self._masks is None or tuple(self._masks.shape[-2:]) != tuple(size):
+            import torch.nn.functional as F
+
+            g = torch.Generator().manual_seed(self.seed)
+            h, w = size
+            ch, cw = -(-h // self.cells), -(-w // self.cells)
+            grid = (torch.rand(self.n_masks, 1, self.cells, self.cells, generator=g) < self.p).float()
+            up = F.interpolate(grid, size=((self.cells + 1) * ch, (self.cells + 1) * cw), mode="bilinear",
+                               align_corners=False)
+            dy = torch.randint(0, ch, (self.n_masks,), generator=g)
+            dx = torch.randint(0, cw, (self.n_masks,), generator=g)
+            self._masks = torch.stack([up[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(self.n_masks)])
+        return self._masks.to(device)
+
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        from .explainer.perturbation import minmax_normalize
+
+        if targets is None:
+            targets = self.classifier.predict(images)[0]
+        t = torch.as_tensor(targets, device=images.device).flatten()
+        masks = self.masks(tuple(images.shape[-2:]), images.device)
+        out = []
+        for img, cls in zip(images, t):
+            sal = torch.zeros(images.shape[-2:], device=images.device)
+            for i in range(0, self.n_masks, self.batch_size):
+                m = masks[i : i + self.batch_size]
+                scores = self.classifier(img.unsqueeze(0) * m).softmax(dim=1)[:, cls]
+                sal += torch.einsum("n,nhw->hw", scores, m[:, 0])
+            out.append(sal / (self.n_masks * self.p))
+        return minmax_normalize(torch.stack(out).unsqueeze(1))
