@@ -31,9 +31,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=25)
     args = ap.parse_args()
     files = imagenet_sample_split(args.root, "dev")[: args.limit]
-    methods = {name: load_explainer(name) for name in args.explainer}
-    first = next(iter(methods.values()))
+    first = load_explainer(args.explainer[0])
     backbone = first.backbone
+    # later explainers share the first one's networks (load_explainer checks they match)
+    methods = {args.explainer[0]: first} | {
+        name: load_explainer(name, backbone=backbone, auxiliary=first.auxiliary) for name in args.explainer[1:]
+    }
     cfg = TrainConfig(data=[], out="", backbone=backbone.name, auxiliary=first.auxiliary.name)
     methods["aux CAM (our untrained init)"] = build_explainer(
         cfg, torch.device("cpu"), imagenet_sample_split(args.root, "train")

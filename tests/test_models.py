@@ -96,3 +96,12 @@ def test_registered_custom_model_loads_by_name():
     clf = load_classifier("my_net")
     assert clf.name == "my_net" and clf.source == "registered" and clf.num_classes == 5
     assert clf(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_extractors_sharing_one_auxiliary_leave_no_hooks(tiny_aux):
+    layers = default_layers(tiny_aux)
+    a, b = FeatureExtractor(tiny_aux, layers), FeatureExtractor(tiny_aux, layers[-1:])
+    x = torch.rand(1, 3, 40, 40)
+    fa, fb = a(x), b(x)
+    assert torch.equal(fa[-1], fb[0])
+    assert all(not m._forward_hooks for m in tiny_aux.modules())

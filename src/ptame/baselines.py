@@ -139,8 +139,8 @@ class AuxiliaryCAM(Explainer):
 
         self.backbone = backbone
         self.features = FeatureExtractor(auxiliary, [layer or default_layers(auxiliary)[-1]])
-        cam = self.features.cam_weights()
-        if cam is None or auxiliary.class_names != backbone.class_names:
+        cam = self.features.cam_weights(backbone.class_names)
+        if cam is None:
             raise ValueError("auxiliary CAM needs a pre-pooling layer feeding a linear classifier over the backbone's classes")
         self.weight = cam[0]
 
@@ -170,7 +170,7 @@ class RISE(Explainer):
         self._masks: torch.Tensor | None = None
 
     def masks(self, size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        if self._masks is None or tuple(self._masks.shape[-2:]) != tuple(size):
+        if self._masks is None or tuple(self._masks.shape[-2:]) != tuple(size) or self._masks.device != device:
             import torch.nn.functional as F
 
             g = torch.Generator().manual_seed(self.seed)
@@ -181,8 +181,9 @@ class RISE(Explainer):
                                align_corners=False)
             dy = torch.randint(0, ch, (self.n_masks,), generator=g)
             dx = torch.randint(0, cw, (self.n_masks,), generator=g)
-            self._masks = torch.stack([up[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(self.n_masks)])
-        return self._masks.to(device)
+            crops = [up[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(self.n_masks)]
+            self._masks = torch.stack(crops).to(device)  # cached where it is used, not copied per call
+        return self._masks
 
     @torch.no_grad()
     def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:

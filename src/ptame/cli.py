@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -238,11 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
     try:
-        import importlib
-
-        sys.path.insert(0, ".")
-        for module in args.imports:
-            importlib.import_module(module)
+        if args.imports:
+            sys.path.insert(0, ".")  # modules next to the user's working directory
+            for module in args.imports:
+                importlib.import_module(module)
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         print(f"ptame {args.command}: error: {exc}", file=sys.stderr)

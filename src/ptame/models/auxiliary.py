@@ -63,9 +63,8 @@ class FeatureExtractor(nn.Module):
         missing = [name for name in self.layers if name not in modules]
         if missing:
             raise ValueError(f"auxiliary {classifier.name!r} has no module(s) {missing}")
+        self._modules_to_read = [modules[name] for name in self.layers]
         self._store: dict[str, torch.Tensor] = {}
-        for name in self.layers:
-            modules[name].register_forward_hook(self._hook(name))
         self._shapes: list[tuple[int, int, int]] | None = None
 
     def _hook(self, name: str):
@@ -87,8 +86,14 @@ class FeatureExtractor(nn.Module):
         """images: [0,1] ``(B,3,H,W)`` -> one ``(B,C_i,h_i,w_i)`` map per layer."""
         if tuple(images.shape[-2:]) != self.input_size:
             images = F.interpolate(images, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        self._store.clear()
-        self.classifier(images)
+        # hooks live only during this pass, so several extractors (the explainer,
+        # an auxiliary-CAM baseline) can share one auxiliary network
+        handles = [m.register_forward_hook(self._hook(n)) for n, m in zip(self.layers, self._modules_to_read)]
+        try:
+            self.classifier(images)
+        finally:
+            for h in handles:
+                h.remove()
         feats = []
         for name in self.layers:
             f = self._store.pop(name)
@@ -107,11 +112,18 @@ class FeatureExtractor(nn.Module):
             self._shapes = [tuple(f.shape[1:]) for f in self(probe)]  # type: ignore[misc]
         return self._shapes
 
-    def cam_weights(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-        """(K,C_last) weights and bias of the linear classifier fed by the last layer, if it is one."""
+    def cam_weights(
+        self, class_names: Sequence[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """(K,C_last) weights and bias of the linear classifier fed by the last layer, if it is one.
+
+        With ``class_names`` (the backbone's), also None unless the auxiliary has the same classes.
+        """
         fc = find_linear_classifier(self.classifier.model)
         last_channels = self.feature_shapes()[-1][0]
         if fc is None or fc.in_features != last_channels or fc.out_features != self.classifier.num_classes:
+            return None
+        if class_names is not None and list(class_names) != self.classifier.class_names:
             return None
         bias = None if fc.bias is None else fc.bias.detach().clone()
         return fc.weight.detach().clone(), bias

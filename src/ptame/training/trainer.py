@@ -209,12 +209,13 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 # ----------------------------------------------------------------- training
 
 
-def _resolve_device(name: str, env: DistEnv) -> torch.device:
+def _resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if present; under torchrun each process takes the GPU of its LOCAL_RANK."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", env.local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0)
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
 
 
@@ -227,9 +228,8 @@ def build_explainer(
     size = tuple(config.aux_input_size) if config.aux_input_size else None
     explainer = PTameExplainer(backbone, auxiliary, config.layers, size, head_bias=config.uses_head_bias())  # type: ignore[arg-type]
     if config.init == "aux-cam":
-        cam = explainer.features.cam_weights()
-        same_classes = auxiliary.class_names == backbone.class_names
-        if cam is None or not same_classes:
+        cam = explainer.features.cam_weights(backbone.class_names)
+        if cam is None:
             print(
                 "ptame: aux-cam init needs the last auxiliary layer to feed its linear classifier and the same "
                 "classes as the backbone; using the paper's default init instead",
@@ -294,9 +294,8 @@ def _calibration_batch(explainer: PTameExplainer, files: Sequence[Path], config:
 def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True) -> PTameExplainer:
     """Trains a P-TAME head and saves the explainer to ``<out>/explainer``. Returns it (on every rank)."""
     start_wall = time.time()
-    device = _resolve_device(config.device, DistEnv())
+    device = _resolve_device(config.device)
     env = setup_distributed(device)
-    device = _resolve_device(config.device, env)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
