@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
+    # one plain line per warning (a skipped file, say), not the source line that raised it
+    warnings.formatwarning = lambda message, category, *_a, **_k: f"ptame: warning: {message}\n"
     try:
         if args.imports:
             sys.path.insert(0, ".")  # modules next to the user's working directory
