@@ -113,6 +113,10 @@ class GradCamMethod(Explainer):
         self.cam = cls(model=classifier, target_layers=[modules[layer_name]], **kwargs)
         if hasattr(self.cam, "batch_size"):
             self.cam.batch_size = batch_size
+        # grad-cam hooks the layer for the object's lifetime; ours hooks it only
+        # during explain(), so several methods can share one backbone cheaply
+        self.cam.activations_and_grads.release()
+        self._hooks = (classifier, [modules[layer_name]], kwargs.get("reshape_transform"))
 
     def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -121,8 +125,14 @@ class GradCamMethod(Explainer):
             targets = self.classifier.predict(images)[0]
         wanted = [ClassifierOutputTarget(int(t)) for t in torch.as_tensor(targets).flatten()]
         # the backbone's weights are frozen: the input must require grad for a graph to exist
-        with torch.enable_grad():
-            maps = self.cam(input_tensor=images.detach().requires_grad_(True), targets=wanted)
+        from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
+
+        self.cam.activations_and_grads = ActivationsAndGradients(*self._hooks, self.cam.detach)
+        try:
+            with torch.enable_grad():
+                maps = self.cam(input_tensor=images.detach().requires_grad_(True), targets=wanted)
+        finally:
+            self.cam.activations_and_grads.release()
         return torch.from_numpy(maps).to(images.device, torch.float32).unsqueeze(1)
 
 
@@ -137,7 +147,7 @@ class AuxiliaryCAM(Explainer):
     def __init__(self, backbone, auxiliary, layer: str | None = None) -> None:
         from .models import FeatureExtractor, default_layers
 
-        self.backbone = backbone
+        self.backbone, self.auxiliary = backbone, auxiliary
         self.features = FeatureExtractor(auxiliary, [layer or default_layers(auxiliary)[-1]])
         cam = self.features.cam_weights(backbone.class_names)
         if cam is None:

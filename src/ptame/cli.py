@@ -1,4 +1,4 @@
-"""The ``ptame`` command: train, explain, info, demo, split."""
+"""The ``ptame`` command: train, explain, evaluate, info, demo, split."""
 
 from __future__ import annotations
 
@@ -222,7 +222,88 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "explain": _cmd_explain, "info": _cmd_info, "demo": _cmd_demo, "split": _cmd_split}
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from .evaluation import METHODS, MetricConfig
+
+    d = MetricConfig()
+    p = sub.add_parser("evaluate", help="faithfulness table (AD/IC, ROAD, deletion/insertion, cost) for many methods")
+    p.add_argument("--data", nargs="+", required=True, help="image files, folders or .txt lists (e.g. splits/dev.txt)")
+    p.add_argument("--explainer", default="default", help="P-TAME explainer folder, or 'default'")
+    p.add_argument("--backbone", default=None, help="classifier to explain (default: the explainer's)")
+    p.add_argument("--backbone-weights", default=None, help="local weights file, or 'random'")
+    p.add_argument("--methods", default="ptame,gradcam,gradcam++,layercam,eigencam,auxcam,gaussian,random",
+                   help=f"comma-separated, or 'all': {','.join(METHODS)}")
+    p.add_argument("--out", default=None, help="results folder (default: runs/eval-<backbone>)")
+    p.add_argument("--limit", type=int, default=None, help="first N images only")
+    p.add_argument("--limit-for", action="append", default=[], metavar="METHOD=N",
+                   help="first N images only for one method (repeatable), e.g. scorecam=10 for costly methods")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--cam-batch-size", type=int, default=32, help="inner batch of Score-CAM/Ablation-CAM/RISE")
+    p.add_argument("--rise-masks", type=int, default=4000)
+    p.add_argument("--imputation", default=d.imputation, choices=["telea", "linear"], help="ROAD fill")
+    p.add_argument("--road-fractions", default=",".join(map(str, d.road_fractions)), help="fractions removed")
+    p.add_argument("--deletion-steps", type=int, default=d.deletion_steps, help="0 skips deletion/insertion")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import METHODS, MetricConfig, Run, build_method, run_evaluation, summarize, write_tables
+    from .explainer.explainer import explainer_dir, read_explainer_config
+    from .models import load_classifier
+    from .training.data import list_images
+
+    names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    device = _device(args.device)
+    directory = explainer_dir(args.explainer)
+    cfg = read_explainer_config(directory)
+    backbone = load_classifier(args.backbone or cfg["backbone"]["name"],
+                               args.backbone_weights or (None if args.backbone else cfg["backbone"].get("weights")),
+                               device=device).freeze()
+    from .explainer import load_explainer
+
+    needs_auxiliary = "ptame" in names or "auxcam" in names
+    explainer = None
+    if "ptame" in names:
+        explainer = load_explainer(directory, backbone=backbone, device=device)
+    auxiliary = explainer.auxiliary if explainer else (
+        load_classifier(cfg["auxiliary"]["name"], cfg["auxiliary"].get("weights"), device=device).freeze()
+        if needs_auxiliary else None)
+    files = list_images(args.data)[: args.limit]
+    if not files:
+        raise ValueError("no images found in --data")
+    config = MetricConfig(road_fractions=tuple(float(x) for x in args.road_fractions.split(",")),
+                          imputation=args.imputation, deletion_steps=args.deletion_steps)
+    import hashlib
+
+    head_sha = hashlib.sha256((directory / "head.safetensors").read_bytes()).hexdigest()[:16]
+    identity = {"backbone": backbone.describe() | {"weights": backbone.weights_ref},
+                "explainer_head_sha256": head_sha, "rise_masks": args.rise_masks}
+    out = Path(args.out or f"runs/eval-{backbone.name}")
+    run = Run(out=out, backbone=backbone, identity=identity, config=config)
+    factories = {n: (lambda n=n: build_method(n, backbone, explainer, auxiliary=auxiliary,
+                                              cam_batch_size=args.cam_batch_size, rise_masks=args.rise_masks))
+                 for n in names}
+    limits = {}
+    for item in args.limit_for:
+        method, _, n = item.partition("=")
+        if method not in names or not n.isdigit():
+            raise ValueError(f"--limit-for wants METHOD=N with METHOD among --methods, got {item!r}")
+        limits[method] = int(n)
+    print(f"evaluating {', '.join(names)} on {len(files)} images, backbone {backbone.name} on {device}; "
+          f"per-image results stream to {run.results}")
+    run_evaluation(run, files, factories, limits, args.batch_size, progress=not args.no_progress)
+    md, path_csv = write_tables(summarize(run.results), out)
+    print(md.read_text(), end="")
+    print(f"wrote {md} and {path_csv}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "explain": _cmd_explain, "info": _cmd_info, "demo": _cmd_demo, "split": _cmd_split,
+            "evaluate": _cmd_evaluate}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import a Python module first (e.g. one that calls ptame.register_classifier)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_explain, _add_info, _add_demo, _add_split):
+    for add in (_add_train, _add_explain, _add_info, _add_demo, _add_split, _add_evaluate):
         add(sub)
     return parser
 

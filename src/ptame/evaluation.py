@@ -1,0 +1,284 @@
+"""Faithfulness benchmark: every method on the same backbone, images and metrics.
+
+Per-image results stream to ``results.jsonl`` (one line per method and image,
+flushed per batch), so a killed run resumes where it stopped and never
+recomputes a finished image. :func:`summarize` turns the lines into a table of
+means with standard errors, seconds per map and passes per map.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .metrics import PassCounter, confidence_change, deletion_insertion, road
+
+METHODS = ("ptame", "gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "eigencam", "rise", "auxcam",
+           "gaussian", "random")
+LABELS = {"ptame": "P-TAME", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM",
+          "ablationcam": "Ablation-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM", "rise": "RISE",
+          "auxcam": "Auxiliary CAM", "gaussian": "Centred Gaussian", "random": "Uniform random"}
+
+
+class EvaluationMismatchError(RuntimeError):
+    """An output folder holds results made with another backbone, explainer or metric setting."""
+
+
+@dataclass
+class MetricConfig:
+    """Every metric parameter the literature disagrees on, stored beside the results."""
+
+    keeps: tuple[float, ...] = (1.0, 0.5, 0.15)  # AD/IC: fraction of map pixels kept
+    road_fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)  # ROAD: fraction removed
+    imputation: str = "telea"  # ROAD fill: telea | linear
+    deletion_steps: int = 16  # deletion/insertion curve points minus one; 0 skips them
+    deletion_substrate: str = "black"
+    insertion_substrate: str = "blur"
+    seed: int = 0  # tie-breaking of pixel rankings
+    score: str = "softmax probability of the clean top-1 class; ROAD: top-1 agreement"
+    space: str = "[0,1] RGB pixels, before the classifier's normalization"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def build_method(name: str, backbone, explainer=None, *, auxiliary=None, cam_batch_size: int = 32,
+                 rise_masks: int = 4000, seed: int = 0) -> Callable:
+    """One method by name, all behind ``explain(images, targets) -> (B,1,H,W)`` maps in [0,1].
+
+    ``ptame`` needs ``explainer`` (a :class:`~ptame.PTameExplainer` for this
+    backbone); ``auxcam`` uses the explainer's auxiliary, else ``auxiliary``.
+    """
+    from . import baselines
+
+    if name == "ptame":
+        if explainer is None:
+            raise ValueError("method 'ptame' needs an explainer")
+        return explainer
+    if name in baselines.GradCamMethod.METHODS:
+        return baselines.GradCamMethod(backbone, name, batch_size=cam_batch_size)
+    if name == "rise":
+        return baselines.RISE(backbone, n_masks=rise_masks, batch_size=cam_batch_size, seed=seed)
+    if name == "auxcam":
+        aux = explainer.auxiliary if explainer is not None else auxiliary
+        if aux is None:
+            raise ValueError("method 'auxcam' needs an explainer or an auxiliary classifier")
+        return baselines.AuxiliaryCAM(backbone, aux)
+    if name == "gaussian":
+        return baselines.CenteredGaussian()
+    if name == "random":
+        return baselines.UniformRandom(seed=seed)
+    raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+
+
+# ------------------------------------------------------------------ per batch
+
+def score_batch(backbone, method, images: torch.Tensor, config: MetricConfig) -> list[dict]:
+    """All metrics for one batch of ``[0,1]`` images; one record per image."""
+    with torch.no_grad():
+        clean = backbone(images).softmax(dim=1)
+    targets = clean.argmax(dim=1)
+    sync = torch.cuda.synchronize if images.is_cuda else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    with PassCounter(backbone=backbone, auxiliary=getattr(method, "auxiliary", None)) as counter:
+        maps = method(images, targets)
+    sync()
+    seconds = (time.perf_counter() - t0) / len(images)
+    if maps.shape != (len(images), 1, *images.shape[-2:]):
+        raise ValueError(f"method returned maps of shape {tuple(maps.shape)}")
+    maps = maps.detach().float()
+    cols: dict[str, torch.Tensor] = {}
+    for keep in config.keeps:
+        cc = confidence_change(backbone, images, maps, keep=keep, clean_probs=clean)
+        cols[f"AD@{round(keep * 100)}"], cols[f"IC@{round(keep * 100)}"] = cc["drop"], cc["increase"]
+    r = road(backbone, images, maps, config.road_fractions, config.imputation, targets, config.seed)
+    cols["ROAD MoRF"], cols["ROAD LeRF"] = r["morf_auc"], r["lerf_auc"]
+    cols["ROAD LeRF-MoRF"] = r["lerf_auc"] - r["morf_auc"]
+    if config.deletion_steps:
+        di = deletion_insertion(backbone, images, maps, config.deletion_steps, targets, config.deletion_substrate,
+                                config.insertion_substrate, seed=config.seed)
+        cols["deletion"], cols["insertion"] = di["deletion_auc"], di["insertion_auc"]
+    per_map = {f"{k.replace('_', ' ')}/map": v / len(images) for k, v in counter.counts.items()}
+    records = []
+    for i in range(len(images)):
+        rec = {"target": int(targets[i]), "clean_score": round(float(clean[i, targets[i]]), 6)}
+        rec |= {k: round(float(v[i]), 6) for k, v in cols.items()}
+        rec |= {"road_morf_curve": r["morf"][i].tolist(), "road_lerf_curve": r["lerf"][i].tolist()}
+        rec |= {"sec/map": seconds} | per_map
+        records.append(rec)
+    return records
+
+
+# ------------------------------------------------------------ the streamed run
+
+def _read_done(path: Path) -> set[tuple[str, str]]:
+    """Finished (method, file) keys; a torn last line (killed mid-write) is cut off."""
+    if not path.exists():
+        return set()
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        with open(path, "r+b") as fh:
+            fh.truncate(len(raw))
+    done = set()
+    for line in raw.decode().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            done.add((rec["method"], rec["file"]))
+    return done
+
+
+@dataclass
+class Run:
+    """Where and how a benchmark runs; ``identity`` must match an existing folder's."""
+
+    out: Path
+    backbone: object
+    identity: dict
+    config: MetricConfig = field(default_factory=MetricConfig)
+
+    @property
+    def results(self) -> Path:
+        return self.out / "results.jsonl"
+
+    def open(self) -> set[tuple[str, str]]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        meta = self.out / "run.json"
+        wanted = {"identity": self.identity, "metrics": self.config.to_dict()}
+        if meta.exists():
+            have = json.loads(meta.read_text())
+            if have != wanted:
+                diff = sorted(k for part in ("identity", "metrics")
+                              for k in set(have.get(part, {})) | set(wanted[part])
+                              if have.get(part, {}).get(k) != wanted[part].get(k))
+                raise EvaluationMismatchError(
+                    f"{self.out} holds results made with other settings ({', '.join(diff)}); "
+                    "use another --out or delete it")
+        else:
+            tmp = meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps(wanted, indent=1))
+            os.replace(tmp, meta)
+        return _read_done(self.results)
+
+
+def run_evaluation(run: Run, files: Sequence[Path], methods: dict[str, Callable[[], Callable]],
+                   limits: dict[str, int] | None = None, batch_size: int = 16, progress: bool = True) -> Path:
+    """Scores every method on ``files`` (the first ``limits[name]`` for a method
+    with a limit), appending to ``run.results`` and skipping finished images.
+
+    ``methods`` maps names to zero-argument factories (``lambda: GradCamMethod(bb)``):
+    a method is built only when it has images left to score.
+    """
+    from tqdm.auto import tqdm
+
+    from .training.data import BadFileLog, BadImageError, load_image
+
+    done = run.open()
+    backbone = run.backbone
+    transform = backbone.preprocessing.eval_transform()
+    bad = BadFileLog()
+    limits = limits or {}
+    with open(run.results, "a") as sink:
+        for name, factory in methods.items():
+            mine = list(files[: limits.get(name, len(files))])
+            todo = [f for f in mine if (name, str(f)) not in done]
+            method = factory() if todo else None
+            bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{name:>11s}", unit="img",
+                       disable=not progress, dynamic_ncols=True)
+            for start in range(0, len(todo), batch_size):
+                chunk, tensors = [], []
+                for f in todo[start : start + batch_size]:
+                    try:
+                        tensors.append(transform(load_image(f)))
+                        chunk.append(f)
+                    except BadImageError as exc:
+                        bad.report(f, str(exc))
+                        bar.update(1)
+                if not chunk:
+                    continue
+                images = torch.stack(tensors).to(backbone.device)
+                for f, rec in zip(chunk, score_batch(backbone, method, images, run.config)):
+                    sink.write(json.dumps({"method": name, "file": str(f)} | rec) + "\n")
+                sink.flush()
+                os.fsync(sink.fileno())
+                bar.update(len(chunk))
+            bar.close()
+    return run.results
+
+
+# ------------------------------------------------------------------ the table
+
+SUMMARY_COLUMNS = ("AD@100", "IC@100", "AD@50", "IC@50", "AD@15", "IC@15", "ROAD MoRF", "ROAD LeRF",
+                   "ROAD LeRF-MoRF", "deletion", "insertion")
+COST_COLUMNS = ("sec/map", "backbone forward/map", "backbone backward/map", "auxiliary forward/map")
+BETTER = {"AD@100": "lower", "AD@50": "lower", "AD@15": "lower", "ROAD MoRF": "lower", "deletion": "lower"}
+
+
+def summarize(results: Path) -> list[dict]:
+    """Mean and standard error (std/sqrt(n)) per method and metric, in first-seen method order."""
+    per_method: dict[str, list[dict]] = {}
+    for line in Path(results).read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            per_method.setdefault(rec["method"], []).append(rec)
+    rows = []
+    for name, recs in per_method.items():
+        row = {"method": name, "n": len(recs)}
+        for col in SUMMARY_COLUMNS + COST_COLUMNS:
+            vals = [r[col] for r in recs if col in r]
+            if not vals:
+                continue
+            mean = sum(vals) / len(vals)
+            var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
+            row[col] = mean
+            if col in SUMMARY_COLUMNS:
+                row[f"{col} se"] = math.sqrt(var / len(vals))
+        rows.append(row)
+    return rows
+
+
+def _fmt(col: str, v: float) -> str:
+    if col.startswith(("ROAD", "deletion", "insertion")):
+        return f"{v:.3f}"
+    if col == "sec/map":
+        return f"{v:.3g}"
+    if col.endswith("/map"):
+        return f"{v:g}"
+    return f"{v:.2f}"
+
+
+def write_tables(rows: list[dict], out: Path) -> tuple[Path, Path]:
+    """``table.md`` (mean ± s.e.) and ``table.csv`` (separate mean and s.e. columns) in ``out``."""
+    cols = [c for c in SUMMARY_COLUMNS + COST_COLUMNS if any(c in r for r in rows)]
+    md = out / "table.md"
+    head = ["method", "n"] + [f"{c} {'↓' if BETTER.get(c) == 'lower' else '↑'}" if c in SUMMARY_COLUMNS else c
+                              for c in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [LABELS.get(r["method"], r["method"]), str(r["n"])]
+        for c in cols:
+            if c not in r:
+                cells.append("–")
+            elif f"{c} se" in r:
+                cells.append(f"{_fmt(c, r[c])} ± {_fmt(c, r[c + ' se'])}")
+            else:
+                cells.append(_fmt(c, r[c]))
+        lines.append("| " + " | ".join(cells) + " |")
+    md.write_text("\n".join(lines) + "\n")
+    path_csv = out / "table.csv"
+    fields = ["method", "n"] + [x for c in cols for x in ((c, f"{c} se") if c in SUMMARY_COLUMNS else (c,))]
+    with open(path_csv, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return md, path_csv

@@ -1,0 +1,95 @@
+"""The streamed benchmark: one line per method and image, resume after a kill, tables, CLI."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from ptame.baselines import CenteredGaussian
+from ptame.evaluation import EvaluationMismatchError, MetricConfig, Run, run_evaluation, summarize, write_tables
+from ptame.training.data import list_images
+
+FAST = MetricConfig(road_fractions=(0.2, 0.6), deletion_steps=2)
+
+
+class _Counting:
+    """Wraps a method, counting the images it explains; can die after a number of batches."""
+
+    def __init__(self, inner, die_after: int | None = None):
+        self.inner, self.die_after, self.images, self.calls = inner, die_after, 0, 0
+
+    def __call__(self, images, targets=None):
+        if self.die_after is not None and self.calls >= self.die_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        self.images += len(images)
+        return self.inner(images, targets)
+
+
+def test_records_table_and_standard_error(tmp_path, tiny_backbone, tiny_explainer, image_folder):
+    files = list_images([image_folder])[:6]
+    run = Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST)
+    run_evaluation(run, files, {"ptame": lambda: tiny_explainer, "gaussian": CenteredGaussian}, batch_size=4,
+                   progress=False)
+    recs = [json.loads(line) for line in run.results.read_text().splitlines()]
+    assert sorted((r["method"], r["file"]) for r in recs) == sorted((m, str(f)) for m in ("ptame", "gaussian")
+                                                                    for f in files)
+    ptame = [r for r in recs if r["method"] == "ptame"]
+    assert all(r["auxiliary forward/map"] == 1 and r["backbone forward/map"] == 0 for r in ptame)
+    rows = {r["method"]: r for r in summarize(run.results)}
+    ad = [r["AD@100"] for r in ptame]
+    mean = sum(ad) / 6
+    se = math.sqrt(sum((a - mean) ** 2 for a in ad) / 5 / 6)
+    assert rows["ptame"]["n"] == 6
+    assert rows["ptame"]["AD@100"] == pytest.approx(mean) and rows["ptame"]["AD@100 se"] == pytest.approx(se)
+    md, csv_path = write_tables(list(rows.values()), tmp_path / "ev")
+    assert "| P-TAME | 6 |" in md.read_text() and "Centred Gaussian" in md.read_text()
+    assert csv_path.read_text().splitlines()[0].startswith("method,n,AD@100,AD@100 se")
+
+
+def test_killed_run_resumes_without_recomputing(tmp_path, tiny_backbone, image_folder):
+    files = list_images([image_folder])[:8]
+    run = Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST)
+    dying = _Counting(CenteredGaussian(), die_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(run, files, {"gaussian": lambda: dying}, batch_size=3, progress=False)
+    assert len(run.results.read_text().splitlines()) == 3
+    with open(run.results, "a") as fh:  # a write torn by the kill
+        fh.write('{"method": "gaussian", "file": "x", "AD@1')
+    again = _Counting(CenteredGaussian())
+    run_evaluation(run, files, {"gaussian": lambda: again}, batch_size=3, progress=False)
+    assert again.images == 5  # only the images not finished before
+    recs = [json.loads(line) for line in run.results.read_text().splitlines()]
+    assert sorted(r["file"] for r in recs) == sorted(map(str, files))
+    # nothing left: the method is not even built
+    run_evaluation(run, files, {"gaussian": lambda: pytest.fail("built for no work")}, progress=False)
+
+
+def test_other_settings_refuse_the_folder(tmp_path, tiny_backbone, image_folder):
+    files = list_images([image_folder])[:2]
+    run_evaluation(Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST), files,
+                   {"gaussian": CenteredGaussian}, progress=False)
+    other = MetricConfig(road_fractions=(0.2, 0.6), deletion_steps=2, imputation="linear")
+    with pytest.raises(EvaluationMismatchError, match="imputation"):
+        run_evaluation(Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, other), files,
+                       {"gaussian": CenteredGaussian}, progress=False)
+
+
+def test_evaluate_command(tmp_path, tiny_explainer, image_folder, capsys):
+    from ptame.cli import main
+
+    tiny_explainer.save(tmp_path / "expl")
+    (image_folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "ev"
+    args = ["evaluate", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"), "--out", str(out),
+            "--methods", "ptame,gradcam,auxcam,rise", "--limit", "5", "--limit-for", "rise=3", "--rise-masks", "8",
+            "--road-fractions", "0.3,0.6", "--deletion-steps", "2", "--batch-size", "2", "--no-progress"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    for label in ("| P-TAME | 4 |", "| Grad-CAM | 4 |", "| Auxiliary CAM | 4 |", "| RISE | 2 |"):
+        assert label in text  # 5 files, one broken (it sorts first)
+    assert (out / "table.csv").exists()
+    rise = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if '"rise"' in x]
+    assert all(r["backbone forward/map"] == 8 for r in rise)
+    assert main(args[:-1] + ["--methods", "bogus"]) == 2
