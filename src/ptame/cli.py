@@ -1,4 +1,4 @@
-"""The ``ptame`` command: train, explain, evaluate, info, demo, split."""
+"""The ``ptame`` command: train, explain, evaluate, sanity, info, demo, split."""
 
 from __future__ import annotations
 
@@ -302,8 +302,65 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sanity(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sanity", help="model-randomisation check: do maps change when the backbone is randomised?")
+    p.add_argument("--data", nargs="+", required=True, help="images to compare maps on (e.g. splits/dev.txt)")
+    p.add_argument("--train-data", nargs="+", default=None,
+                   help="images for P-TAME's retraining on each randomised backbone (needed for 'ptame')")
+    p.add_argument("--explainer", default="default", help="names the backbone and auxiliary")
+    p.add_argument("--methods", default="ptame,gradcam,gradcam++,auxcam")
+    p.add_argument("--images", type=int, default=16, help="first N images of --data")
+    p.add_argument("--max-stages", type=int, default=6,
+                   help="randomise block by block for this many stages, the last one taking all the rest")
+    p.add_argument("--ptame-steps", type=int, default=60, help="head training steps per backbone, stage 0 included")
+    p.add_argument("--ptame-batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-4, help="P-TAME retraining learning rate")
+    p.add_argument("--out", default="runs/sanity")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+
+def _cmd_sanity(args: argparse.Namespace) -> int:
+    from .evaluation import METHODS, build_method
+    from .explainer.explainer import read_explainer_config
+    from .models import load_classifier
+    from .sanity import cascading_randomization, ptame_factory, randomization_stages, write_sanity_table
+    from .training.data import list_images, load_image
+
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if "ptame" in names and not args.train_data:
+        raise ValueError("method 'ptame' retrains its head on every randomised backbone: pass --train-data")
+    device = _device(args.device)
+    cfg = read_explainer_config(args.explainer)
+    backbone = load_classifier(cfg["backbone"]["name"], cfg["backbone"].get("weights"), device=device).freeze()
+    auxiliary = load_classifier(cfg["auxiliary"]["name"], cfg["auxiliary"].get("weights"), device=device).freeze()
+    transform = backbone.preprocessing.eval_transform()
+    images = torch.stack([transform(load_image(f)) for f in list_images(args.data)[: args.images]]).to(device)
+    stages = randomization_stages(backbone.model)
+    if 0 < args.max_stages < len(stages):
+        stages = stages[: args.max_stages - 1] + [[n for s in stages[args.max_stages - 1 :] for n in s]]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    factories = {}
+    for n in names:
+        if n == "ptame":
+            factories[n] = ptame_factory(auxiliary.name, list_images(args.train_data), out / "ptame-heads",
+                                         args.ptame_steps, args.ptame_batch_size, lr=args.lr, seed=args.seed)
+        else:
+            factories[n] = lambda bb, k, n=n: build_method(n, bb, auxiliary=auxiliary, seed=args.seed)
+    rows = cascading_randomization(backbone, factories, images, stages, seed=args.seed)
+    (out / "sanity.json").write_text(json.dumps(rows, indent=1))
+    write_sanity_table(rows, out / "sanity.md")
+    print((out / "sanity.md").read_text(), end="")
+    print(f"wrote {out / 'sanity.md'} and {out / 'sanity.json'}")
+    return 0
+
+
 COMMANDS = {"train": _cmd_train, "explain": _cmd_explain, "info": _cmd_info, "demo": _cmd_demo, "split": _cmd_split,
-            "evaluate": _cmd_evaluate}
+            "evaluate": _cmd_evaluate, "sanity": _cmd_sanity}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import a Python module first (e.g. one that calls ptame.register_classifier)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_explain, _add_info, _add_demo, _add_split, _add_evaluate):
+    for add in (_add_train, _add_explain, _add_info, _add_demo, _add_split, _add_evaluate, _add_sanity):
         add(sub)
     return parser
 

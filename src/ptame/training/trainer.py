@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .. import __version__
 from ..explainer import LossWeights, PTameExplainer, PTameLoss
 from ..explainer.perturbation import perturb
-from ..models import load_classifier
+from ..models import Classifier, load_classifier
 from .data import BadFileLog, ImageFiles, collate_skip_none, list_images, load_image, scan_images
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -220,10 +220,12 @@ def _resolve_device(name: str) -> torch.device:
 
 
 def build_explainer(
-    config: TrainConfig, device: torch.device, calibration_files: Sequence[Path] | None = None
+    config: TrainConfig, device: torch.device, calibration_files: Sequence[Path] | None = None,
+    backbone: Classifier | None = None,
 ) -> PTameExplainer:
-    """Backbone, auxiliary and a freshly initialised head (see ``TrainConfig.init``)."""
-    backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
+    """Backbone (``config.backbone`` unless given), auxiliary and a freshly initialised head (see ``TrainConfig.init``)."""
+    if backbone is None:
+        backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
     auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
     size = tuple(config.aux_input_size) if config.aux_input_size else None
     explainer = PTameExplainer(backbone, auxiliary, config.layers, size, head_bias=config.uses_head_bias())  # type: ignore[arg-type]
@@ -291,8 +293,15 @@ def _calibration_batch(explainer: PTameExplainer, files: Sequence[Path], config:
     return torch.stack([transform(load_image(files[i])) for i in pick])
 
 
-def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True) -> PTameExplainer:
-    """Trains a P-TAME head and saves the explainer to ``<out>/explainer``. Returns it (on every rank)."""
+def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
+          backbone: Classifier | None = None) -> PTameExplainer:
+    """Trains a P-TAME head and saves the explainer to ``<out>/explainer``. Returns it (on every rank).
+
+    ``backbone`` replaces the one ``config.backbone`` names (e.g. a randomised
+    copy for the sanity check); its name must still match the config's.
+    """
+    if backbone is not None and backbone.name != config.backbone:
+        raise ValueError(f"backbone {backbone.name!r} does not match config.backbone {config.backbone!r}")
     start_wall = time.time()
     device = _resolve_device(config.device)
     env = setup_distributed(device)
@@ -310,7 +319,7 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True) 
         raise ValueError(f"no readable images in {config.data}")
     if env.is_main and bad.count:
         print(f"ptame: skipped {bad.count} unreadable file(s) of {len(files) + bad.count}", file=sys.stderr)
-    explainer = build_explainer(config, device, files)
+    explainer = build_explainer(config, device, files, backbone=backbone.to(device) if backbone is not None else None)
     dataset = ImageFiles(files, explainer.backbone.preprocessing.train_transform(tuple(config.crop_scale)))  # type: ignore[arg-type]
     sampler = ResumableDistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed

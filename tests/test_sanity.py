@@ -1,0 +1,40 @@
+"""Cascading model randomisation on random-weight nets: nothing downloaded."""
+
+import torch
+
+from ptame.evaluation import build_method
+from ptame.sanity import cascading_randomization, ptame_factory, randomization_stages, spearman
+from ptame.training.data import list_images
+
+
+def test_spearman_by_hand():
+    a = torch.arange(16.0).view(1, 1, 4, 4)
+    assert spearman(a, a, side=4).item() == 1.0
+    assert spearman(a, -a, side=4).item() == -1.0
+    assert spearman(a, torch.ones_like(a), side=4).item() == 0.0  # a constant map has no ranking
+
+
+def test_stages_go_from_output_to_input(tiny_backbone):
+    stages = randomization_stages(tiny_backbone.model)
+    assert stages[0] == ["classifier"] and stages[-1] == ["conv_stem"]
+    assert ["blocks.0"] in stages  # the trunk is opened block by block
+
+
+def test_gradcam_reacts_and_auxiliary_cam_does_not(tiny_backbone, tiny_aux, tmp_path, image_folder):
+    before = {k: v.clone() for k, v in tiny_backbone.state_dict().items()}
+    images = torch.rand(3, 3, *tiny_backbone.input_size)
+    methods = {
+        "gradcam": lambda bb, k: build_method("gradcam", bb),
+        "auxcam": lambda bb, k: build_method("auxcam", bb, auxiliary=tiny_aux),
+        "ptame": ptame_factory(tiny_aux.name, list_images([image_folder]), tmp_path / "heads", steps=1, batch_size=4,
+                               auxiliary_weights="random", backbone_weights="random"),
+    }
+    stages = randomization_stages(tiny_backbone.model)
+    rows = cascading_randomization(tiny_backbone, methods, images, [stages[0], sum(stages[1:], [])], log=lambda s: None)
+    rho = {(r["method"], r["stage"]): r["spearman"] for r in rows}
+    assert len(rows) == 9 and rho[("gradcam", 0)] == 1.0
+    assert rho[("gradcam", 2)] < 0.9  # a randomised network gives other maps
+    assert rho[("auxcam", 2)] == 1.0  # never reads the backbone: fails the check, as it must
+    assert (tmp_path / "heads" / "stage2" / "explainer" / "head.safetensors").exists()
+    # the caller's backbone is left as it was
+    assert all(torch.equal(v, tiny_backbone.state_dict()[k]) for k, v in before.items())
