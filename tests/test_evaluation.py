@@ -74,6 +74,11 @@ def test_other_settings_refuse_the_folder(tmp_path, tiny_backbone, image_folder)
     with pytest.raises(EvaluationMismatchError, match="imputation"):
         run_evaluation(Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, other), files,
                        {"gaussian": CenteredGaussian}, progress=False)
+    # methods carry their own identity: a new one joins the folder, a changed one is refused
+    run_evaluation(Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST, {"ptame": {"sha": "a"}}), files,
+                   {"gaussian": CenteredGaussian}, progress=False)
+    with pytest.raises(EvaluationMismatchError, match="method ptame"):
+        Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST, {"ptame": {"sha": "b"}}).open()
 
 
 def test_evaluate_command(tmp_path, tiny_explainer, image_folder, capsys):

@@ -229,6 +229,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="faithfulness table (AD/IC, ROAD, deletion/insertion, cost) for many methods")
     p.add_argument("--data", nargs="+", required=True, help="image files, folders or .txt lists (e.g. splits/dev.txt)")
     p.add_argument("--explainer", default="default", help="P-TAME explainer folder, or 'default'")
+    p.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
+                   help="another explainer for the same backbone, scored as method ptame-NAME (repeatable)")
     p.add_argument("--backbone", default=None, help="classifier to explain (default: the explainer's)")
     p.add_argument("--backbone-weights", default=None, help="local weights file, or 'random'")
     p.add_argument("--methods", default="ptame,gradcam,gradcam++,layercam,eigencam,auxcam,gaussian,random",
@@ -279,14 +281,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                           imputation=args.imputation, deletion_steps=args.deletion_steps)
     import hashlib
 
-    head_sha = hashlib.sha256((directory / "head.safetensors").read_bytes()).hexdigest()[:16]
-    identity = {"backbone": backbone.describe() | {"weights": backbone.weights_ref},
-                "explainer_head_sha256": head_sha, "rise_masks": args.rise_masks}
-    out = Path(args.out or f"runs/eval-{backbone.name}")
-    run = Run(out=out, backbone=backbone, identity=identity, config=config)
+    def head_sha(d: Path) -> str:
+        return hashlib.sha256((d / "head.safetensors").read_bytes()).hexdigest()[:16]
+
+    identity = {"backbone": backbone.describe() | {"weights": backbone.weights_ref}}
+    method_ids = {n: {} for n in names}
     factories = {n: (lambda n=n: build_method(n, backbone, explainer, auxiliary=auxiliary,
                                               cam_batch_size=args.cam_batch_size, rise_masks=args.rise_masks))
                  for n in names}
+    if "ptame" in names:
+        method_ids["ptame"] = {"explainer_head_sha256": head_sha(directory)}
+    if "rise" in names:
+        method_ids["rise"] = {"masks": args.rise_masks, "seed": 0}
+    if auxiliary is not None and "auxcam" in names:
+        method_ids["auxcam"] = {"auxiliary": auxiliary.name}
+    for item in args.also:
+        label, _, path = item.partition("=")
+        if not label or not path:
+            raise ValueError(f"--also wants NAME=PATH, got {item!r}")
+        other = load_explainer(path, backbone=backbone, device=device)
+        names.append(f"ptame-{label}")
+        method_ids[f"ptame-{label}"] = {"explainer_head_sha256": head_sha(explainer_dir(path))}
+        factories[f"ptame-{label}"] = lambda other=other: other
+    out = Path(args.out or f"runs/eval-{backbone.name}")
+    run = Run(out=out, backbone=backbone, identity=identity, config=config, methods=method_ids)
     limits = {}
     for item in args.limit_for:
         method, _, n = item.partition("=")

@@ -28,6 +28,13 @@ LABELS = {"ptame": "P-TAME", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "
           "auxcam": "Auxiliary CAM", "gaussian": "Centred Gaussian", "random": "Uniform random"}
 
 
+def method_label(name: str) -> str:
+    """Display name: ``gradcam++`` -> ``Grad-CAM++``, ``ptame-e8`` -> ``P-TAME (e8)``."""
+    if name.startswith("ptame-"):
+        return f"P-TAME ({name[6:]})"
+    return LABELS.get(name, name)
+
+
 class EvaluationMismatchError(RuntimeError):
     """An output folder holds results made with another backbone, explainer or metric setting."""
 
@@ -140,12 +147,19 @@ def _read_done(path: Path) -> set[tuple[str, str]]:
 
 @dataclass
 class Run:
-    """Where and how a benchmark runs; ``identity`` must match an existing folder's."""
+    """Where and how a benchmark runs.
+
+    ``identity`` (backbone, weights) and ``config`` must match an existing
+    folder's. ``methods`` gives each method's own identity (an explainer's
+    weights hash, RISE's mask count); a method already in the folder must match
+    it, a new one is added, so one folder can grow method by method.
+    """
 
     out: Path
     backbone: object
     identity: dict
     config: MetricConfig = field(default_factory=MetricConfig)
+    methods: dict[str, dict] = field(default_factory=dict)
 
     @property
     def results(self) -> Path:
@@ -154,17 +168,20 @@ class Run:
     def open(self) -> set[tuple[str, str]]:
         self.out.mkdir(parents=True, exist_ok=True)
         meta = self.out / "run.json"
-        wanted = {"identity": self.identity, "metrics": self.config.to_dict()}
-        if meta.exists():
-            have = json.loads(meta.read_text())
-            if have != wanted:
-                diff = sorted(k for part in ("identity", "metrics")
-                              for k in set(have.get(part, {})) | set(wanted[part])
-                              if have.get(part, {}).get(k) != wanted[part].get(k))
+        have = json.loads(meta.read_text()) if meta.exists() else None
+        wanted = {"identity": self.identity, "metrics": self.config.to_dict(), "methods": dict(self.methods)}
+        if have is not None:
+            diff = sorted(k for part in ("identity", "metrics")
+                          for k in set(have.get(part, {})) | set(wanted[part])
+                          if have.get(part, {}).get(k) != wanted[part].get(k))
+            diff += sorted(f"method {m}" for m, ident in self.methods.items()
+                           if m in have.get("methods", {}) and have["methods"][m] != ident)
+            if diff:
                 raise EvaluationMismatchError(
                     f"{self.out} holds results made with other settings ({', '.join(diff)}); "
                     "use another --out or delete it")
-        else:
+            wanted["methods"] = have.get("methods", {}) | wanted["methods"]
+        if wanted != have:
             tmp = meta.with_suffix(".tmp")
             tmp.write_text(json.dumps(wanted, indent=1))
             os.replace(tmp, meta)
@@ -265,7 +282,7 @@ def write_tables(rows: list[dict], out: Path) -> tuple[Path, Path]:
                               for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [LABELS.get(r["method"], r["method"]), str(r["n"])]
+        cells = [method_label(r["method"]), str(r["n"])]
         for c in cols:
             if c not in r:
                 cells.append("–")
