@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -99,3 +100,19 @@ def test_minmax_normalize():
     n = minmax_normalize(m)
     assert torch.allclose(n[0].flatten(), torch.tensor([0.0, 0.5, 0.25, 1.0]))
     assert torch.all(n[1] == 0)
+
+
+def test_destroy_term_by_hand():
+    import math
+
+    from ptame.explainer.loss import LossWeights, PTameLoss, destroy_loss
+
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # target probabilities 1/2 and 3/4
+    targets = torch.tensor([0, 0])
+    assert destroy_loss(logits, targets).item() == pytest.approx((math.log(2) + math.log(4)) / 2, rel=1e-5)
+    maps = torch.rand(2, 2, 4, 4)
+    plain, _ = PTameLoss(LossWeights())(logits, targets, maps)
+    total, terms = PTameLoss(LossWeights(destroy=2.0))(logits, targets, maps, logits_removed=logits)
+    assert total.item() == pytest.approx(plain.item() + 2.0 * terms["destroy"].item(), rel=1e-6)
+    with pytest.raises(ValueError, match="destroy term"):
+        PTameLoss(LossWeights(destroy=1.0))(logits, targets, maps)

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 import os
 import signal
 import subprocess
@@ -132,3 +133,27 @@ def test_two_process_ddp_ends_with_identical_heads(tmp_path):
         assert torch.equal(a[k], b[k]), k
     cfg = json.loads((out / "explainer" / "config.json").read_text())
     assert cfg["training"]["world_size"] == 2 and cfg["training"]["steps"] == 5
+
+
+def test_fine_tune_with_removal_term_starts_from_saved_head(tmp_path, image_folder, monkeypatch):
+    import ptame.training.trainer as trainer
+    from ptame import load_explainer
+
+    first = train(_config(tmp_path, image_folder, max_steps=1), progress_bar=False)
+    seen = []
+    real_step = trainer.training_step
+
+    def spy(explainer, head, images, loss_fn):
+        if not seen:  # the head the fine-tune starts from is the saved one
+            seen.append({k: v.clone() for k, v in head.state_dict().items()})
+        loss, terms = real_step(explainer, head, images, loss_fn)
+        seen.append(terms)
+        return loss, terms
+
+    monkeypatch.setattr(trainer, "training_step", spy)
+    cfg = replace(_config(tmp_path / "ft", image_folder, max_steps=2), init_from=str(tmp_path / "run" / "explainer"),
+                  loss={"destroy": 1.0})
+    train(cfg, progress_bar=False)
+    saved = load_explainer(tmp_path / "run" / "explainer", backbone=first.backbone, auxiliary=first.auxiliary)
+    assert all(torch.equal(v, saved.head.state_dict()[k]) for k, v in seen[0].items())
+    assert all("destroy" in t and torch.isfinite(t["destroy"]) for t in seen[1:])

@@ -33,6 +33,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ce", type=float, help="override the CE weight")
     p.add_argument("--area", type=float, help="override the area weight")
     p.add_argument("--tv", type=float, help="override the TV weight")
+    p.add_argument("--destroy", type=float,
+                   help="weight of our removal term (map's region blurred away must lose the class); 0 = paper")
+    p.add_argument("--init-from", default=None, help="start from this saved explainer's head (fine-tune)")
     p.add_argument("--p-area", type=float, help="override the area exponent")
     p.add_argument("--beta", type=float, help="override the border weight of TV")
     p.add_argument("--weight-decay", type=float, default=None)
@@ -54,14 +57,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainConfig, train
 
     overrides = {k: getattr(args, a) for k, a in
-                 [("ce", "ce"), ("area", "area"), ("tv", "tv"), ("p_area", "p_area"), ("beta", "beta")]
+                 [("ce", "ce"), ("area", "area"), ("tv", "tv"), ("p_area", "p_area"), ("beta", "beta"),
+                  ("destroy", "destroy")]
                  if getattr(args, a) is not None}
     config = TrainConfig(
         data=list(args.data), out=args.out, backbone=args.backbone, backbone_weights=args.backbone_weights,
         auxiliary=args.auxiliary, auxiliary_weights=args.auxiliary_weights,
         layers=args.layers.split(",") if args.layers else None,
         aux_input_size=[args.aux_input_size] * 2 if args.aux_input_size else None,
-        preset=args.preset, loss=overrides, weight_decay=args.weight_decay, init=args.init,
+        preset=args.preset, loss=overrides, weight_decay=args.weight_decay, init=args.init, init_from=args.init_from,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_scale=tuple(args.crop_scale),
         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
         seed=args.seed, device=args.device, dump_rank_weights=args.dump_rank_weights,

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Coefficients of ``ce*CE + area*mean((M+eps)^p_area) + tv*TV(M)``."""
+    """Coefficients of ``ce*CE + area*mean((M+eps)^p_area) + tv*TV(M) [+ destroy*D]``.
+
+    ``destroy`` (ours, off in the paper's recipe) weighs ``D = -log(1 - p)``,
+    ``p`` the backbone's probability of the target on the image with the map's
+    region *removed* (replaced by a blurred copy): the map must hold the
+    evidence, not only enough of it. This is the "destroyer" half of Dabkowski
+    & Gal's real-time saliency objective; P-TAME's CE term is the "preserver".
+    """
 
     ce: float = 1.5
     area: float = 2.0
@@ -18,6 +25,7 @@ class LossWeights:
     p_area: float = 0.3
     beta: float = 0.3
     area_eps: float = 0.0005
+    destroy: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +63,8 @@ class PTameLoss:
         self.weights = weights or LossWeights()
 
     def __call__(
-        self, logits_perturbed: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor
+        self, logits_perturbed: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
+        logits_removed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         w = self.weights
         terms = {
@@ -64,4 +73,15 @@ class PTameLoss:
             "tv": total_variation(maps, w.beta),
         }
         total = w.ce * terms["ce"] + w.area * terms["area"] + w.tv * terms["tv"]
+        if w.destroy:
+            if logits_removed is None:
+                raise ValueError("the destroy term needs the backbone's logits on the images with the maps removed")
+            terms["destroy"] = destroy_loss(logits_removed, targets)
+            total = total + w.destroy * terms["destroy"]
         return total, terms
+
+
+def destroy_loss(logits_removed: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``mean(-log(1 - p_target))``: small once removing the map's region removes the class."""
+    log_p = F.log_softmax(logits_removed, dim=1).gather(1, targets[:, None]).squeeze(1)
+    return -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6)).mean()

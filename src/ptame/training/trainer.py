@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__
 from ..explainer import LossWeights, PTameExplainer, PTameLoss
-from ..explainer.perturbation import perturb
+from ..explainer.perturbation import perturb, resize_maps
 from ..models import Classifier, load_classifier
 from .data import BadFileLog, ImageFiles, collate_skip_none, list_images, load_image, scan_images
 
@@ -68,6 +68,7 @@ class TrainConfig:
     loss: dict[str, float] = field(default_factory=dict)  # overrides of the preset's weights
     weight_decay: float | None = None  # None: the preset's
     init: str = "aux-cam"  # "aux-cam": start from the auxiliary's calibrated CAM; "paper": default PyTorch init
+    init_from: str | None = None  # start from a saved explainer's head instead (fine-tuning)
     head_bias: bool | None = None  # None: with aux-cam (the calibration needs an offset), not with paper
     cam_keep: float = 0.4  # aux-cam calibration: fraction of pixels the initial sigmoid maps keep above 0.5
     epochs: int = 1
@@ -92,7 +93,7 @@ class TrainConfig:
 
     # fields that must agree between a checkpoint and a resumed run
     IDENTITY = ("backbone", "backbone_weights", "auxiliary", "auxiliary_weights", "layers", "aux_input_size",
-                "preset", "loss", "weight_decay", "init", "head_bias", "epochs", "batch_size", "lr", "seed")
+                "preset", "loss", "weight_decay", "init", "init_from", "head_bias", "epochs", "batch_size", "lr", "seed")
 
     def uses_head_bias(self) -> bool:
         return self.init == "aux-cam" if self.head_bias is None else self.head_bias
@@ -244,6 +245,13 @@ def build_explainer(
                 calibrate_cam(explainer, images.to(device), config.cam_keep)
     elif config.init != "paper":
         raise ValueError(f"unknown init {config.init!r}: use 'aux-cam' or 'paper'")
+    if config.init_from:
+        from ..explainer import load_explainer
+
+        start = load_explainer(config.init_from, backbone=explainer.backbone, auxiliary=explainer.auxiliary)
+        if start.layers != explainer.layers or start.head.state_dict().keys() != explainer.head.state_dict().keys():
+            raise ValueError(f"{config.init_from} has another head layout (layers {start.layers}); cannot start from it")
+        explainer.head.load_state_dict(start.head.state_dict())
     return explainer.to(device)
 
 
@@ -278,7 +286,13 @@ def training_step(
     b = images.shape[0]
     own = maps[torch.arange(b), torch.arange(b)].unsqueeze(1)  # (B,1,h,w)
     logits = explainer.backbone(perturb(images, own))
-    loss, terms = loss_fn(logits, targets, maps)
+    removed_logits = None
+    if loss_fn.weights.destroy:
+        from ..metrics import gaussian_blur
+
+        up = resize_maps(own, images.shape[-2:])
+        removed_logits = explainer.backbone(images * (1 - up) + gaussian_blur(images) * up)
+    loss, terms = loss_fn(logits, targets, maps, removed_logits)
     terms = dict(terms)
     terms["mask_mean"] = own.detach().mean()
     terms["kept_top1"] = (logits.detach().argmax(1) == targets).float().mean()
