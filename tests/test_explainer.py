@@ -105,3 +105,12 @@ def test_shipped_default_config_is_readable():
     assert cfg["backbone"]["name"] == "efficientnet_lite2"
     assert cfg["auxiliary"]["name"] == "efficientnet_lite0"
     assert cfg["num_classes"] == 1000
+
+
+def test_shipped_explainers_by_name():
+    from ptame.explainer import read_explainer_config
+    from ptame.explainer.explainer import shipped_explainers
+
+    assert {"default", "efficientnet_lite1"} <= set(shipped_explainers())
+    cfg = read_explainer_config("efficientnet_lite1")
+    assert cfg["backbone"]["name"] == "efficientnet_lite1" and cfg["auxiliary"]["name"] == "efficientnet_lite0"

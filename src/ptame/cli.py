@@ -82,7 +82,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="write overlays and raw maps for images")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--explainer", default="default", help="explainer folder, or 'default'")
+    p.add_argument("--explainer", default="default", help="explainer folder, or a shipped name (default, efficientnet_lite1)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
@@ -232,7 +232,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     d = MetricConfig()
     p = sub.add_parser("evaluate", help="faithfulness table (AD/IC, ROAD, deletion/insertion, cost) for many methods")
     p.add_argument("--data", nargs="+", required=True, help="image files, folders or .txt lists (e.g. splits/dev.txt)")
-    p.add_argument("--explainer", default="default", help="P-TAME explainer folder, or 'default'")
+    p.add_argument("--explainer", default="default", help="P-TAME explainer folder, or a shipped name (default, efficientnet_lite1)")
     p.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
                    help="another explainer for the same backbone, scored as method ptame-NAME (repeatable)")
     p.add_argument("--backbone", default=None, help="classifier to explain (default: the explainer's)")

@@ -187,11 +187,20 @@ class ExplainerMismatchError(ValueError):
     """The saved explainer was made for another backbone, auxiliary or class count."""
 
 
+def shipped_explainers() -> list[str]:
+    """Names of the explainers that ship with ptame (``default`` explains efficientnet_lite2)."""
+    root = DEFAULT_EXPLAINER_DIR.parent
+    return sorted(d.name for d in root.iterdir() if (d / CONFIG_NAME).is_file())
+
+
 def explainer_dir(path: str | os.PathLike) -> Path:
-    """The folder of a saved explainer: ``"default"``, the folder, or one of its two files."""
+    """The folder of a saved explainer: a folder, one of its two files, or a shipped name
+    (``"default"`` always; ``"efficientnet_lite1"`` unless a local path has that name)."""
     if str(path) == "default":
         return DEFAULT_EXPLAINER_DIR
     p = Path(path)
+    if not p.exists() and str(path) in shipped_explainers():
+        return DEFAULT_EXPLAINER_DIR.parent / str(path)
     return p.parent if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME) else p
 
 

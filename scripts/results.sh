@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Regenerates every table in docs/results.md from the shipped explainers (about 3 h on a 2-core CPU;
+# set PTAME_SAMPLE_DIR if the ImageNet sample is not at ../shared/data/imagenet-sample).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SAMPLE=${PTAME_SAMPLE_DIR:-../shared/data/imagenet-sample}
+bash scripts/setup.sh
+PTAME=.venv/bin/ptame
+$PTAME split "$SAMPLE" --out splits
+
+# Lite2: every method; costly ones on the first images only (stated in the table's n column)
+$PTAME evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \
+  --methods ptame,gradcam,gradcam++,auxcam,gaussian,layercam,eigencam,random,scorecam,ablationcam,rise \
+  --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
+  --limit-for scorecam=8 --limit-for ablationcam=8 --limit-for rise=4
+
+# Lite1 with the same Lite0 auxiliary (its own trained head, shipped as efficientnet_lite1)
+$PTAME evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/eval-efficientnet_lite1 \
+  --deletion-steps 6 --methods ptame,gradcam,gradcam++,auxcam,gaussian --limit 100
+
+# Cascading randomisation of the Lite2 backbone
+$PTAME sanity --data splits/dev.txt --train-data splits/train.txt --explainer default --out runs/sanity \
+  --methods ptame,gradcam,gradcam++,auxcam --images 16 --max-stages 5 --ptame-steps 40
