@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates every table in docs/results.md from the shipped explainers (about 3 h on a 2-core CPU;
+# Regenerates every table in docs/results.md from the shipped explainers (about 2 h on a 2-core CPU;
 # set PTAME_SAMPLE_DIR if the ImageNet sample is not at ../shared/data/imagenet-sample).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ $PTAME split "$SAMPLE" --out splits
 $PTAME evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \
   --methods ptame,gradcam,gradcam++,auxcam,gaussian,layercam,eigencam,random,scorecam,ablationcam,rise \
   --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
-  --limit-for scorecam=8 --limit-for ablationcam=8 --limit-for rise=4
+  --limit-for scorecam=4 --limit-for ablationcam=4 --limit-for rise=2
 
 # Lite1 with the same Lite0 auxiliary (its own trained head, shipped as efficientnet_lite1)
 $PTAME evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/eval-efficientnet_lite1 \
@@ -20,4 +20,4 @@ $PTAME evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/
 
 # Cascading randomisation of the Lite2 backbone
 $PTAME sanity --data splits/dev.txt --train-data splits/train.txt --explainer default --out runs/sanity \
-  --methods ptame,gradcam,gradcam++,auxcam --images 16 --max-stages 5 --ptame-steps 40
+  --methods ptame,gradcam,gradcam++,auxcam --images 16 --max-stages 4 --ptame-steps 30

@@ -101,8 +101,8 @@ def score_batch(backbone, method, images: torch.Tensor, config: MetricConfig) ->
         maps = method(images, targets)
     sync()
     seconds = (time.perf_counter() - t0) / len(images)
-    if maps.shape != (len(images), 1, *images.shape[-2:]):
-        raise ValueError(f"method returned maps of shape {tuple(maps.shape)}")
+    if maps.ndim != 4 or maps.shape[:2] != (len(images), 1):
+        raise ValueError(f"a method must return (B,1,h,w) maps for B={len(images)}, got {tuple(maps.shape)}")
     maps = maps.detach().float()
     cols: dict[str, torch.Tensor] = {}
     for keep in config.keeps:
