@@ -102,3 +102,17 @@ def test_evaluate_command(tmp_path, tiny_explainer, image_folder, capsys):
     same = {r["file"]: r["AD@100"] for r in recs if r["method"] == "ptame"}
     assert same == {r["file"]: r["AD@100"] for r in recs if r["method"] == "ptame-copy"}
     assert main(args[:-1] + ["--methods", "bogus"]) == 2
+
+
+def test_paired_differences_by_hand(tmp_path):
+    from ptame.evaluation import paired_differences, write_paired_table
+
+    lines = [{"method": "ptame", "file": "a", "AD@100": 10.0}, {"method": "ptame", "file": "b", "AD@100": 20.0},
+             {"method": "gradcam", "file": "a", "AD@100": 15.0}, {"method": "gradcam", "file": "b", "AD@100": 21.0},
+             {"method": "gradcam", "file": "c", "AD@100": 99.0}]  # c: not scored by ptame, left out
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (row,) = paired_differences(path, "ptame")
+    assert row["n"] == 2 and row["AD@100"] == pytest.approx(-3.0)  # diffs -5 and -1
+    assert row["AD@100 se"] == pytest.approx(math.sqrt(8 / 1 / 2))
+    assert "| Grad-CAM | 2 | -3.00 ± 2.00 |" in write_paired_table([row], "ptame", tmp_path / "p.md").read_text()

@@ -254,7 +254,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import METHODS, MetricConfig, Run, build_method, run_evaluation, summarize, write_tables
+    from .evaluation import (METHODS, MetricConfig, Run, build_method, paired_differences, run_evaluation, summarize,
+                             write_paired_table, write_tables)
     from .explainer.explainer import explainer_dir, read_explainer_config
     from .models import load_classifier
     from .training.data import list_images
@@ -321,6 +322,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     md, path_csv = write_tables(summarize(run.results), out)
     print(md.read_text(), end="")
     print(f"wrote {md} and {path_csv}")
+    reference = "ptame" if "ptame" in names else None
+    if reference:
+        paired = write_paired_table(paired_differences(run.results, reference), reference, out / "paired.md")
+        print(paired.read_text(), end="")
+        print(f"wrote {paired} (per-image differences on the images both methods scored)")
     return 0
 
 

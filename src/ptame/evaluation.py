@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -242,7 +243,8 @@ BETTER = {"AD@100": "lower", "AD@50": "lower", "AD@15": "lower", "ROAD MoRF": "l
 
 
 def summarize(results: Path) -> list[dict]:
-    """Mean and standard error (std/sqrt(n)) per method and metric, in first-seen method order."""
+    """Mean and standard error (std/sqrt(n)) per method and metric, in first-seen method order;
+    cost columns (seconds and passes per map) are medians over the images."""
     per_method: dict[str, list[dict]] = {}
     for line in Path(results).read_text().splitlines():
         if line.strip():
@@ -255,11 +257,13 @@ def summarize(results: Path) -> list[dict]:
             vals = [r[col] for r in recs if col in r]
             if not vals:
                 continue
+            if col in COST_COLUMNS:  # per batch, so the median: robust to a batch slowed by a busy machine
+                row[col] = statistics.median(vals)
+                continue
             mean = sum(vals) / len(vals)
             var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
             row[col] = mean
-            if col in SUMMARY_COLUMNS:
-                row[f"{col} se"] = math.sqrt(var / len(vals))
+            row[f"{col} se"] = math.sqrt(var / len(vals))
         rows.append(row)
     return rows
 
@@ -299,3 +303,47 @@ def write_tables(rows: list[dict], out: Path) -> tuple[Path, Path]:
         w.writeheader()
         w.writerows(rows)
     return md, path_csv
+
+
+def paired_differences(results: Path, reference: str, columns: Sequence[str] = SUMMARY_COLUMNS) -> list[dict]:
+    """``reference`` minus each other method on the images both scored: mean and standard error of
+    the per-image difference (paired, so far tighter than comparing two means)."""
+    per_method: dict[str, dict[str, dict]] = {}
+    for line in Path(results).read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            per_method.setdefault(rec["method"], {})[rec["file"]] = rec
+    if reference not in per_method:
+        raise ValueError(f"no results for {reference!r} in {results}")
+    ref = per_method[reference]
+    rows = []
+    for name, recs in per_method.items():
+        common = sorted(set(ref) & set(recs))
+        if name == reference or not common:
+            continue
+        row = {"method": name, "n": len(common)}
+        for col in columns:
+            d = [ref[f][col] - recs[f][col] for f in common if col in ref[f] and col in recs[f]]
+            if d:
+                mean = sum(d) / len(d)
+                var = sum((x - mean) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
+                row[col], row[f"{col} se"] = mean, math.sqrt(var / len(d))
+        rows.append(row)
+    return rows
+
+
+def write_paired_table(rows: list[dict], reference: str, path: Path) -> Path:
+    """Markdown: one row per method, each cell ``reference - method`` (mean ± s.e.) on shared images."""
+    cols = [c for c in SUMMARY_COLUMNS if any(c in r for r in rows)]
+    ref = method_label(reference)
+    lines = [f"Each cell: {ref} minus the method, per image on the images both scored, mean ± s.e.; "
+             f"negative favours {ref} on ↓ metrics, positive on ↑ ones.", "",
+             f"| {ref} minus | n | " + " | ".join(f"{c} {'↓' if BETTER.get(c) == 'lower' else '↑'}" for c in cols)
+             + " |", "|" + "---|" * (len(cols) + 2)]
+    for r in rows:
+        cells = [method_label(r["method"]), str(r["n"])]
+        cells += [f"{_fmt(c, r[c])} ± {_fmt(c, r[c + ' se'])}" if c in r else "–" for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
