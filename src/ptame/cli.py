@@ -304,7 +304,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         label, _, path = item.partition("=")
         if not label or not path:
             raise ValueError(f"--also wants NAME=PATH, got {item!r}")
-        other = load_explainer(path, backbone=backbone, device=device)
+        other_aux = read_explainer_config(path)["auxiliary"]
+        shared = auxiliary if auxiliary is not None and other_aux == cfg["auxiliary"] else None  # one network, not two
+        other = load_explainer(path, backbone=backbone, auxiliary=shared, device=device)
         names.append(f"ptame-{label}")
         method_ids[f"ptame-{label}"] = {"explainer_head_sha256": head_sha(explainer_dir(path))}
         factories[f"ptame-{label}"] = lambda other=other: other
