@@ -151,7 +151,10 @@ def write_sanity_table(rows: list[dict], path: Path) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     stages = sorted({(r["stage"], r["randomized"]) for r in rows})
     cell = {(r["method"], r["stage"]): f"{r['spearman']:.3f} ± {r['se']:.3f}" for r in rows}
-    lines = ["| stage | randomised down to | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    from .evaluation import method_label
+
+    lines = ["| stage | randomised down to | " + " | ".join(method_label(m) for m in methods) + " |",
+             "|---|---|" + "---|" * len(methods)]
     for k, what in stages:
         lines.append(f"| {k} | {what} | " + " | ".join(cell.get((m, k), "–") for m in methods) + " |")
     path.write_text("\n".join(lines) + "\n")
