@@ -38,3 +38,18 @@ def test_gradcam_reacts_and_auxiliary_cam_does_not(tiny_backbone, tiny_aux, tmp_
     assert (tmp_path / "heads" / "stage2" / "explainer" / "head.safetensors").exists()
     # the caller's backbone is left as it was
     assert all(torch.equal(v, tiny_backbone.state_dict()[k]) for k, v in before.items())
+
+
+def test_sanity_command(tmp_path, tiny_explainer, image_folder, capsys):
+    from ptame.cli import main
+
+    tiny_explainer.save(tmp_path / "expl")
+    out = tmp_path / "sanity"
+    rc = main(["sanity", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"), "--out", str(out),
+               "--methods", "gradcam,auxcam", "--images", "3", "--max-stages", "2"])
+    assert rc == 0
+    text = (out / "sanity.md").read_text()
+    assert "| Grad-CAM | Auxiliary CAM |" in text and text.count("\n| ") == 3  # stages 0, 1 and "the rest"
+    assert main(["sanity", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"),
+                 "--methods", "ptame"]) == 2  # ptame needs --train-data
+    assert "--train-data" in capsys.readouterr().err

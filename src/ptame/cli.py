@@ -226,6 +226,17 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _method_names(spec: str) -> list[str]:
+    """``"gradcam,ptame"`` or ``"all"`` -> known method names, refusing unknown ones."""
+    from .evaluation import METHODS
+
+    names = list(METHODS) if spec == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    return names
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     from .evaluation import METHODS, MetricConfig
 
@@ -254,16 +265,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import (METHODS, MetricConfig, Run, build_method, paired_differences, run_evaluation, summarize,
+    from .evaluation import (MetricConfig, Run, build_method, paired_differences, run_evaluation, summarize,
                              write_paired_table, write_tables)
     from .explainer.explainer import explainer_dir, read_explainer_config
     from .models import load_classifier
     from .training.data import list_images
 
-    names = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    names = _method_names(args.methods)
     device = _device(args.device)
     directory = explainer_dir(args.explainer)
     cfg = read_explainer_config(directory)
@@ -351,16 +359,13 @@ def _add_sanity(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sanity(args: argparse.Namespace) -> int:
-    from .evaluation import METHODS, build_method
+    from .evaluation import build_method
     from .explainer.explainer import read_explainer_config
     from .models import load_classifier
     from .sanity import cascading_randomization, ptame_factory, randomization_stages, write_sanity_table
     from .training.data import list_images, load_image
 
-    names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    names = _method_names(args.methods)
     if "ptame" in names and not args.train_data:
         raise ValueError("method 'ptame' retrains its head on every randomised backbone: pass --train-data")
     device = _device(args.device)

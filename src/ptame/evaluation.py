@@ -242,16 +242,22 @@ COST_COLUMNS = ("sec/map", "backbone forward/map", "backbone backward/map", "aux
 BETTER = {"AD@100": "lower", "AD@50": "lower", "AD@15": "lower", "ROAD MoRF": "lower", "deletion": "lower"}
 
 
-def summarize(results: Path) -> list[dict]:
-    """Mean and standard error (std/sqrt(n)) per method and metric, in first-seen method order;
-    cost columns (seconds and passes per map) are medians over the images."""
-    per_method: dict[str, list[dict]] = {}
+def read_results(results: Path) -> dict[str, dict[str, dict]]:
+    """``{method: {file: record}}`` from a results JSONL, methods in first-seen order."""
+    per_method: dict[str, dict[str, dict]] = {}
     for line in Path(results).read_text().splitlines():
         if line.strip():
             rec = json.loads(line)
-            per_method.setdefault(rec["method"], []).append(rec)
+            per_method.setdefault(rec["method"], {})[rec["file"]] = rec
+    return per_method
+
+
+def summarize(results: Path) -> list[dict]:
+    """Mean and standard error (std/sqrt(n)) per method and metric, in first-seen method order;
+    cost columns (seconds and passes per map) are medians over the images."""
     rows = []
-    for name, recs in per_method.items():
+    for name, by_file in read_results(results).items():
+        recs = list(by_file.values())
         row = {"method": name, "n": len(recs)}
         for col in SUMMARY_COLUMNS + COST_COLUMNS:
             vals = [r[col] for r in recs if col in r]
@@ -308,11 +314,7 @@ def write_tables(rows: list[dict], out: Path) -> tuple[Path, Path]:
 def paired_differences(results: Path, reference: str, columns: Sequence[str] = SUMMARY_COLUMNS) -> list[dict]:
     """``reference`` minus each other method on the images both scored: mean and standard error of
     the per-image difference (paired, so far tighter than comparing two means)."""
-    per_method: dict[str, dict[str, dict]] = {}
-    for line in Path(results).read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            per_method.setdefault(rec["method"], {})[rec["file"]] = rec
+    per_method = read_results(results)
     if reference not in per_method:
         raise ValueError(f"no results for {reference!r} in {results}")
     ref = per_method[reference]
