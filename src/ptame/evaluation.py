@@ -216,6 +216,9 @@ def run_evaluation(run: Run, files: Sequence[Path], methods: dict[str, Callable[
             for start in range(0, len(todo), batch_size):
                 chunk, tensors = [], []
                 for f in todo[start : start + batch_size]:
+                    if str(f) in bad.seen:  # found unreadable for an earlier method: not read again
+                        bar.update(1)
+                        continue
                     try:
                         tensors.append(transform(load_image(f)))
                         chunk.append(f)
