@@ -267,7 +267,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import (MetricConfig, Run, build_method, paired_differences, run_evaluation, summarize,
                              write_paired_table, write_tables)
-    from .explainer.explainer import explainer_dir, read_explainer_config
+    from .explainer.explainer import explainer_dir, network_from_config, read_explainer_config
     from .models import load_classifier
     from .training.data import list_images
 
@@ -285,8 +285,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if "ptame" in names:
         explainer = load_explainer(directory, backbone=backbone, device=device)
     auxiliary = explainer.auxiliary if explainer else (
-        load_classifier(cfg["auxiliary"]["name"], cfg["auxiliary"].get("weights"), device=device).freeze()
-        if needs_auxiliary else None)
+        network_from_config(cfg, "auxiliary", device) if needs_auxiliary else None)
     files = list_images(args.data)[: args.limit]
     if not files:
         raise ValueError("no images found in --data")
@@ -360,8 +359,7 @@ def _add_sanity(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_sanity(args: argparse.Namespace) -> int:
     from .evaluation import build_method
-    from .explainer.explainer import read_explainer_config
-    from .models import load_classifier
+    from .explainer.explainer import network_from_config, read_explainer_config
     from .sanity import cascading_randomization, ptame_factory, randomization_stages, write_sanity_table
     from .training.data import list_images, load_image
 
@@ -370,8 +368,8 @@ def _cmd_sanity(args: argparse.Namespace) -> int:
         raise ValueError("method 'ptame' retrains its head on every randomised backbone: pass --train-data")
     device = _device(args.device)
     cfg = read_explainer_config(args.explainer)
-    backbone = load_classifier(cfg["backbone"]["name"], cfg["backbone"].get("weights"), device=device).freeze()
-    auxiliary = load_classifier(cfg["auxiliary"]["name"], cfg["auxiliary"].get("weights"), device=device).freeze()
+    backbone = network_from_config(cfg, "backbone", device)
+    auxiliary = network_from_config(cfg, "auxiliary", device)
     transform = backbone.preprocessing.eval_transform()
     images = torch.stack([transform(load_image(f)) for f in list_images(args.data)[: args.images]]).to(device)
     stages = randomization_stages(backbone.model)

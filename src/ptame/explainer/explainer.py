@@ -234,6 +234,17 @@ def _check_model(role: str, expected: dict, got: Classifier) -> None:
         )
 
 
+def network_from_config(cfg: dict[str, Any], role: str, device: str | torch.device | None = None) -> Classifier:
+    """Rebuilds the ``"backbone"`` or ``"auxiliary"`` an explainer config names (frozen)."""
+    spec = cfg[role]
+    if spec.get("source") == "custom":
+        raise ExplainerMismatchError(
+            f"this explainer explains a custom {role} {spec['name']!r}: pass {role}=Classifier(...) "
+            "or register_classifier() it"
+        )
+    return load_classifier(spec["name"], spec.get("weights"), device=device).freeze()
+
+
 def load_explainer(
     path: str | os.PathLike = "default",
     backbone: Classifier | None = None,
@@ -250,13 +261,7 @@ def load_explainer(
 
     def resolve(role: str, given: Classifier | None) -> Classifier:
         if given is None:
-            spec = cfg[role]
-            if spec.get("source") == "custom":
-                raise ExplainerMismatchError(
-                    f"this explainer explains a custom {role} {spec['name']!r}: pass {role}=Classifier(...) "
-                    "or register_classifier() it"
-                )
-            given = load_classifier(spec["name"], spec.get("weights"))
+            given = network_from_config(cfg, role)
         _check_model(role, cfg[role], given)
         return given
 
