@@ -114,3 +114,31 @@ def test_shipped_explainers_by_name():
     assert {"default", "efficientnet_lite1"} <= set(shipped_explainers())
     cfg = read_explainer_config("efficientnet_lite1")
     assert cfg["backbone"]["name"] == "efficientnet_lite1" and cfg["auxiliary"]["name"] == "efficientnet_lite0"
+
+
+def test_shared_head_round_trip_rebuilds_readout_from_auxiliary(tmp_path, tiny_backbone, tiny_aux):
+    torch.manual_seed(3)
+    shared = PTameExplainer(tiny_backbone, tiny_aux, head="shared")
+    with torch.no_grad():
+        shared.head.projection.normal_()
+    shared.save(tmp_path / "s")
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["head"] == "shared"
+    loaded = load_explainer(tmp_path / "s", backbone=tiny_backbone, auxiliary=tiny_aux)
+    assert loaded.head.kind == "shared"
+    assert torch.equal(loaded.head.readout, shared.head.readout)
+    x = torch.rand(2, 3, *shared.input_size)
+    assert torch.equal(shared(x, [3, 4]), loaded(x, [3, 4]))
+    # a per-class explainer's file does not load as a shared one, and the error says why
+    PTameExplainer(tiny_backbone, tiny_aux).save(tmp_path / "p")
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    (tmp_path / "p" / "config.json").write_text(json.dumps(cfg | {"head": "shared"}))
+    with pytest.raises(ExplainerMismatchError, match="missing tensor"):
+        load_explainer(tmp_path / "p", backbone=tiny_backbone, auxiliary=tiny_aux)
+
+
+def test_shared_head_needs_the_backbones_classes_on_the_auxiliary(tiny_aux):
+    ten = load_classifier("test_efficientnet", "random", num_classes=10)
+    with pytest.raises(ValueError, match="same classes as backbone"):
+        PTameExplainer(ten, tiny_aux, head="shared")
+    with pytest.raises(ValueError, match="unknown head"):
+        PTameExplainer(ten, tiny_aux, head="tiny")

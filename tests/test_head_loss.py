@@ -116,3 +116,79 @@ def test_destroy_term_by_hand():
     assert total.item() == pytest.approx(plain.item() + 2.0 * terms["destroy"].item(), rel=1e-6)
     with pytest.raises(ValueError, match="destroy term"):
         PTameLoss(LossWeights(destroy=1.0))(logits, targets, maps)
+
+
+def _shared_and_per_class(readout):
+    from ptame.explainer import SharedReadoutHead
+
+    shared = SharedReadoutHead([4, 6, 5], readout).eval()
+    per_class = AttentionHead([4, 6, 5], num_classes=readout.shape[0], bias=True).eval()
+    return shared, per_class
+
+
+def test_shared_head_starts_as_the_same_cam_as_the_per_class_head():
+    torch.manual_seed(0)
+    readout = torch.randn(7, 5)
+    shared, per_class = _shared_and_per_class(readout)
+    shared.init_from_cam(readout)
+    per_class.init_from_cam(readout)
+    shared.rescale_(0.5, -1.0)
+    per_class.rescale_(0.5, -1.0)
+    feats = _features()
+    assert torch.allclose(shared(feats), per_class(feats), atol=1e-5)
+    cls = torch.tensor([6, 2])
+    assert torch.allclose(shared(feats, cls, per_sample=True), per_class(feats, cls, per_sample=True), atol=1e-5)
+    with pytest.raises(ValueError, match="its own readout"):
+        shared.init_from_cam(torch.randn(7, 5))
+
+
+def test_shared_head_weights_are_readout_times_projection():
+    torch.manual_seed(0)
+    readout = torch.randn(7, 5)
+    shared, _ = _shared_and_per_class(readout)
+    with torch.no_grad():
+        shared.offset.fill_(0.3)
+    weight, bias = shared.class_weights(torch.tensor([4, 1]))
+    assert torch.allclose(weight, readout[[4, 1]] @ shared.projection)
+    assert torch.equal(bias, torch.full((2,), 0.3))
+    assert "readout" not in shared.state_dict()  # rebuilt from the auxiliary, never saved
+
+
+def test_shared_head_trains_classes_absent_from_the_batch():
+    # the per-class head cannot move class 5's map from images of class 0; the shared head does
+    torch.manual_seed(0)
+    readout = torch.randn(7, 5)
+    shared, per_class = _shared_and_per_class(readout)
+    feats = _features()
+    for head in (shared, per_class):
+        head(feats, torch.tensor([0, 0]), per_sample=True).sum().backward()
+    assert per_class.fuse.weight.grad[5].abs().sum() == 0
+    with torch.no_grad():
+        before = shared(feats, torch.tensor([5]))
+        shared.projection -= 0.1 * shared.projection.grad
+        assert not torch.allclose(before, shared(feats, torch.tensor([5])))
+
+
+def test_diffuse_removal_fills_only_from_kept_pixels():
+    from ptame.explainer.perturbation import remove_regions
+
+    torch.manual_seed(0)
+    img = torch.rand(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:20, 10:22] = 1.0
+    other = img.clone()
+    other[..., 8:20, 10:22] = torch.rand(1, 3, 12, 12)  # change only what is removed
+    diffuse = remove_regions(img, mask, "diffuse", sigma=3.0)
+    assert torch.allclose(diffuse, remove_regions(other, mask, "diffuse", sigma=3.0))
+    assert torch.equal(diffuse[..., :8, :], img[..., :8, :])  # kept pixels untouched
+    # a blurred copy leaks the removed content back
+    assert not torch.allclose(remove_regions(img, mask, "blur", sigma=3.0), remove_regions(other, mask, "blur", sigma=3.0))
+    # a flat image stays flat whatever is removed, and the maps get gradients
+    flat = torch.full((1, 3, 32, 32), 0.3)
+    soft = torch.rand(1, 1, 8, 8, requires_grad=True)
+    out = remove_regions(flat, soft, "diffuse", sigma=3.0)
+    assert torch.allclose(out, flat, atol=1e-5)
+    remove_regions(img, soft, "diffuse", sigma=3.0).sum().backward()
+    assert soft.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown fill"):
+        remove_regions(img, mask, "noise")

@@ -157,3 +157,18 @@ def test_fine_tune_with_removal_term_starts_from_saved_head(tmp_path, image_fold
     saved = load_explainer(tmp_path / "run" / "explainer", backbone=first.backbone, auxiliary=first.auxiliary)
     assert all(torch.equal(v, saved.head.state_dict()[k]) for k, v in seen[0].items())
     assert all("destroy" in t and torch.isfinite(t["destroy"]) for t in seen[1:])
+
+
+def test_shared_head_trains_saves_and_reloads(tmp_path, image_folder):
+    from ptame import load_explainer
+
+    explainer = train(_config(tmp_path, image_folder, max_steps=2, head="shared", lr=1e-2), progress_bar=False)
+    saved = load_explainer(tmp_path / "run" / "explainer", backbone=explainer.backbone, auxiliary=explainer.auxiliary)
+    assert saved.head.kind == "shared" and saved.training_info["head"] == "shared"
+    x = torch.rand(2, 3, *explainer.input_size)
+    assert torch.allclose(explainer(x, [1, 2]), saved(x, [1, 2]))
+    # the run moved the projection away from the CAM start (zero on the finer stages)
+    d = saved.head.channels[-1]
+    assert saved.head.projection[:, :-d].abs().max() > 1e-4
+    with pytest.raises(ValueError, match="other settings"):
+        train(_config(tmp_path, image_folder, max_steps=3, head="per-class", lr=1e-2), resume=True, progress_bar=False)

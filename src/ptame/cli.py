@@ -35,7 +35,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tv", type=float, help="override the TV weight")
     p.add_argument("--destroy", type=float,
                    help="weight of our removal term (map's region blurred away must lose the class); 0 = paper")
+    p.add_argument("--destroy-fill", choices=["blur", "diffuse"],
+                   help="what replaces the removed region in the removal term: a blurred copy (default) or colour "
+                        "diffused in from the kept pixels (a differentiable stand-in for ROAD's inpainting)")
+    p.add_argument("--destroy-sigma", type=float, help="pixels, of that blur or diffusion (default 5)")
     p.add_argument("--init-from", default=None, help="start from this saved explainer's head (fine-tune)")
+    p.add_argument("--head", default="auto", choices=["auto", "shared", "per-class"],
+                   help="shared: one projection read through the auxiliary's classifier, so classes absent from "
+                        "the training images are trained too (needs the backbone's classes on the auxiliary); "
+                        "per-class: the paper's head, fusion weights of its own per class; auto: shared when "
+                        "possible")
     p.add_argument("--p-area", type=float, help="override the area exponent")
     p.add_argument("--beta", type=float, help="override the border weight of TV")
     p.add_argument("--weight-decay", type=float, default=None)
@@ -58,7 +67,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, a) for k, a in
                  [("ce", "ce"), ("area", "area"), ("tv", "tv"), ("p_area", "p_area"), ("beta", "beta"),
-                  ("destroy", "destroy")]
+                  ("destroy", "destroy"), ("destroy_fill", "destroy_fill"), ("destroy_sigma", "destroy_sigma")]
                  if getattr(args, a) is not None}
     config = TrainConfig(
         data=list(args.data), out=args.out, backbone=args.backbone, backbone_weights=args.backbone_weights,
@@ -66,6 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         layers=args.layers.split(",") if args.layers else None,
         aux_input_size=[args.aux_input_size] * 2 if args.aux_input_size else None,
         preset=args.preset, loss=overrides, weight_decay=args.weight_decay, init=args.init, init_from=args.init_from,
+        head=args.head,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_scale=tuple(args.crop_scale),
         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
         seed=args.seed, device=args.device, dump_rank_weights=args.dump_rank_weights,

@@ -7,7 +7,7 @@ from .explainer import (
     load_explainer,
     read_explainer_config,
 )
-from .head import AttentionHead, FeatureBlock
+from .head import HEAD_KINDS, AttentionHead, FeatureBlock, FusionHead, SharedReadoutHead
 from .loss import LossWeights, PTameLoss, area_loss, total_variation
 from .perturbation import minmax_normalize, perturb, resize_maps
 
@@ -18,6 +18,9 @@ __all__ = [
     "ExplainerMismatchError",
     "DEFAULT_EXPLAINER_DIR",
     "AttentionHead",
+    "FusionHead",
+    "SharedReadoutHead",
+    "HEAD_KINDS",
     "FeatureBlock",
     "LossWeights",
     "PTameLoss",

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
-from .head import AttentionHead
+from .head import AttentionHead, FusionHead, SharedReadoutHead
 from .perturbation import minmax_normalize, resize_maps
 
 CONFIG_NAME = "config.json"
@@ -37,7 +37,11 @@ class PTameExplainer(nn.Module):
         auxiliary: the frozen feature network.
         layers: auxiliary module names to read (default per known network).
         aux_input_size: resolution the auxiliary sees (default: its own input size).
-        head_bias: bias on the fusion conv (the paper's head has none).
+        head_bias: bias on the fusion conv of the per-class head (the paper's has none).
+        head: ``"per-class"`` (the paper's: each class its own fusion weights) or
+            ``"shared"`` (one learned projection read through the auxiliary's
+            classifier, so every class is trained; needs the backbone's classes
+            on the auxiliary). See :mod:`ptame.explainer.head`.
     """
 
     def __init__(
@@ -47,12 +51,27 @@ class PTameExplainer(nn.Module):
         layers: Sequence[str] | None = None,
         aux_input_size: tuple[int, int] | None = None,
         head_bias: bool = False,
+        head: str = "per-class",
     ) -> None:
         super().__init__()
         self.backbone = backbone.freeze()
         self.features = FeatureExtractor(auxiliary, layers or default_layers(auxiliary), aux_input_size)
         shapes = self.features.feature_shapes()
-        self.head = AttentionHead([s[0] for s in shapes], backbone.num_classes, bias=head_bias)
+        channels = [s[0] for s in shapes]
+        self.head: FusionHead
+        if head == "per-class":
+            self.head = AttentionHead(channels, backbone.num_classes, bias=head_bias)
+        elif head == "shared":
+            cam = self.features.cam_weights(backbone.class_names)
+            if cam is None:
+                raise ValueError(
+                    f"the shared head reads maps through auxiliary {auxiliary.name!r}'s classifier, which needs "
+                    f"its last layer to feed that classifier and the same classes as backbone {backbone.name!r}; "
+                    "use head='per-class'"
+                )
+            self.head = SharedReadoutHead(channels, cam[0])
+        else:
+            raise ValueError(f"unknown head {head!r}: use 'per-class' or 'shared'")
         self.head.to(auxiliary.device)
         self.training_info: dict[str, Any] = {}
         self.eval()
@@ -80,7 +99,7 @@ class PTameExplainer(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.head.fuse.weight.device
+        return self.head.blocks[0].conv.weight.device
 
     def train(self, mode: bool = True) -> "PTameExplainer":
         super().train(mode)
@@ -163,7 +182,8 @@ class PTameExplainer(nn.Module):
             "input_size": list(self.input_size),
             "num_classes": self.num_classes,
             "feature_channels": self.head.channels,
-            "head_bias": self.head.fuse.bias is not None,
+            "head": self.head.kind,
+            "head_bias": self.head.class_weights(torch.zeros(1, dtype=torch.long, device=self.device))[1] is not None,
             "class_names": self.class_names,
             "training": self.training_info,
         }
@@ -275,7 +295,8 @@ def load_explainer(
         bb.to(device)
         aux.to(device)
     explainer = PTameExplainer(
-        bb, aux, cfg["layers"], tuple(cfg["aux_input_size"]), head_bias=bool(cfg.get("head_bias", False))
+        bb, aux, cfg["layers"], tuple(cfg["aux_input_size"]), head_bias=bool(cfg.get("head_bias", False)),
+        head=cfg.get("head", "per-class"),
     )
     if explainer.head.channels != list(cfg["feature_channels"]):
         raise ExplainerMismatchError(

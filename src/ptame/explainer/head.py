@@ -21,26 +21,54 @@ class FeatureBlock(nn.Module):
         return F.relu(self.bn(self.conv(x)) + x)
 
 
-class AttentionHead(nn.Module):
-    """Feature blocks per stage, bilinear upsampling to the finest stage, 1x1 fusion to K maps.
+class FusionHead(nn.Module):
+    """Feature blocks per stage, bilinear upsampling to the finest stage, 1x1 fusion to class maps.
 
     The fusion is computed stage by stage at each stage's own resolution and
     the (few) projected maps are upsampled, which equals upsample-concat-conv
     exactly (bilinear interpolation and 1x1 convolution are both linear and
     commute) while costing far less when only some classes are wanted.
+    Subclasses say where each class's fusion weights come from
+    (:meth:`class_weights`).
 
     Args:
         channels: channels of each feature map, shallow to deep.
         num_classes: K, the backbone's class count.
-        bias: give the fusion conv a bias (the paper's head has none).
     """
 
-    def __init__(self, channels: Sequence[int], num_classes: int, bias: bool = False) -> None:
+    kind = "abstract"
+
+    def __init__(self, channels: Sequence[int], num_classes: int) -> None:
         super().__init__()
         self.channels = [int(c) for c in channels]
         self.num_classes = int(num_classes)
         self.blocks = nn.ModuleList(FeatureBlock(c) for c in self.channels)
-        self.fuse = nn.Conv2d(sum(self.channels), self.num_classes, kernel_size=1, bias=bias)
+
+    def class_weights(self, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fusion weights ``(n, sum C)`` and bias ``(n,)`` (or None) of ``classes`` (all K if None)."""
+        raise NotImplementedError
+
+    def init_from_cam(self, weight: torch.Tensor) -> None:
+        """Start as the auxiliary's CAM (``weight``: its ``(K, C_last)`` classifier weights)."""
+        raise NotImplementedError
+
+    def rescale_(self, scale: float, offset: float) -> None:
+        """Multiplies every class map's logits by ``scale`` and then adds ``offset``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _zero_residual_branches(self) -> None:
+        # BN scales at zero make each block ReLU(F): identity on a post-ReLU map,
+        # like zero-init residual branches; the blocks learn from there
+        for block in self.blocks:
+            nn.init.zeros_(block.bn.weight)
+            nn.init.zeros_(block.bn.bias)
+
+    def _check_cam(self, weight: torch.Tensor) -> None:
+        if weight.shape != (self.num_classes, self.channels[-1]):
+            raise ValueError(
+                f"CAM weights {tuple(weight.shape)} do not fit head (K={self.num_classes}, C_last={self.channels[-1]})"
+            )
 
     def forward(
         self,
@@ -58,15 +86,11 @@ class AttentionHead(nn.Module):
         """
         if len(features) != len(self.blocks):
             raise ValueError(f"head expects {len(self.blocks)} feature maps, got {len(features)}")
+        if per_sample and (classes is None or classes.shape != (features[0].shape[0],)):
+            raise ValueError("per_sample=True needs one class index per image")
         size = features[0].shape[-2:]
-        weight = self.fuse.weight.flatten(1)  # (K, sum C)
-        bias = self.fuse.bias
-        if classes is not None:
-            weight = weight[classes]
-            bias = None if bias is None else bias[classes]
+        weight, bias = self.class_weights(classes)
         if per_sample:
-            if classes is None or classes.shape != (features[0].shape[0],):
-                raise ValueError("per_sample=True needs one class index per image")
             weight = weight.unsqueeze(1)  # (B,1,C)
         else:
             weight = weight.unsqueeze(0).expand(features[0].shape[0], -1, -1)  # (B,n,C)
@@ -84,26 +108,98 @@ class AttentionHead(nn.Module):
             out = out + (bias.view(1, -1, 1, 1) if not per_sample else bias.view(-1, 1, 1, 1))
         return out
 
-    @torch.no_grad()
-    def init_from_cam(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: float = 1.0) -> None:
-        """Start as the auxiliary's CAM: the last stage passes through unchanged and the
-        fusion reads it with the auxiliary's classifier weights; other stages start at zero.
 
-        BN scales start at zero so each block is ``ReLU(F)`` (identity on the post-ReLU
-        pre-pooling map) and learns from there, like zero-init residual branches.
-        """
-        if weight.shape != (self.num_classes, self.channels[-1]):
-            raise ValueError(
-                f"CAM weights {tuple(weight.shape)} do not fit head (K={self.num_classes}, C_last={self.channels[-1]})"
-            )
-        for block in self.blocks:
-            nn.init.zeros_(block.bn.weight)
-            nn.init.zeros_(block.bn.bias)
+class AttentionHead(FusionHead):
+    """The paper's head: each class has its own fusion weights (a ``K x sum C`` 1x1 conv).
+
+    A class's weights learn only from images whose backbone prediction is that
+    class, so classes rare or absent in the training images keep their start.
+
+    Args:
+        channels: channels of each feature map, shallow to deep.
+        num_classes: K, the backbone's class count.
+        bias: give the fusion conv a bias (the paper's head has none).
+    """
+
+    kind = "per-class"
+
+    def __init__(self, channels: Sequence[int], num_classes: int, bias: bool = False) -> None:
+        super().__init__(channels, num_classes)
+        self.fuse = nn.Conv2d(sum(self.channels), self.num_classes, kernel_size=1, bias=bias)
+
+    def class_weights(self, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight = self.fuse.weight.flatten(1)  # (K, sum C)
+        bias = self.fuse.bias
+        if classes is not None:
+            weight = weight[classes]
+            bias = None if bias is None else bias[classes]
+        return weight, bias
+
+    @torch.no_grad()
+    def init_from_cam(self, weight: torch.Tensor) -> None:
+        """The last stage passes through unchanged and the fusion reads it with the
+        auxiliary's classifier weights; other stages start at zero."""
+        self._check_cam(weight)
+        self._zero_residual_branches()
         w = torch.zeros_like(self.fuse.weight)
-        w[:, -self.channels[-1] :, 0, 0] = weight.to(w) * scale
+        w[:, -self.channels[-1] :, 0, 0] = weight.to(w)
         self.fuse.weight.copy_(w)
         if self.fuse.bias is not None:
             self.fuse.bias.zero_()
-            if bias is not None:
-                # spread the logit bias over the map so its mean equals the aux logit
-                self.fuse.bias.copy_(bias.to(w) * scale)
+
+    @torch.no_grad()
+    def rescale_(self, scale: float, offset: float) -> None:
+        if self.fuse.bias is None and offset:
+            raise ValueError("a head without bias cannot take an offset")
+        self.fuse.weight.mul_(scale)
+        if self.fuse.bias is not None:
+            self.fuse.bias.mul_(scale).add_(offset)
+
+
+class SharedReadoutHead(FusionHead):
+    """Every class reads the same learned features through the auxiliary's own classifier.
+
+    Class c's fusion weights are ``readout[c] @ projection``: ``projection``
+    ``(D, sum C)`` maps every stage into the auxiliary classifier's D-dim input
+    space and is shared by all classes; ``readout`` ``(K, D)`` is the frozen
+    auxiliary classifier (not saved; rebuilt from the auxiliary). Every trainable
+    weight therefore learns from every training image, so classes never seen in
+    training get trained maps too. Needs an auxiliary with the backbone's classes.
+
+    Args:
+        channels: channels of each feature map, shallow to deep (the last must be D).
+        readout: ``(K, D)`` classifier weights of the auxiliary.
+    """
+
+    kind = "shared"
+
+    def __init__(self, channels: Sequence[int], readout: torch.Tensor) -> None:
+        super().__init__(channels, readout.shape[0])
+        self.register_buffer("readout", readout.detach().clone().float(), persistent=False)
+        self.projection = nn.Parameter(torch.empty(readout.shape[1], sum(self.channels)))
+        self.offset = nn.Parameter(torch.zeros(1))
+        nn.init.normal_(self.projection, std=readout.shape[1] ** -0.5)
+
+    def class_weights(self, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        readout = self.readout if classes is None else self.readout[classes]
+        return readout @ self.projection, self.offset.expand(readout.shape[0])
+
+    @torch.no_grad()
+    def init_from_cam(self, weight: torch.Tensor) -> None:
+        """Projection = identity on the last stage, zero elsewhere: the plain auxiliary CAM."""
+        self._check_cam(weight)
+        if not torch.equal(weight.to(self.readout), self.readout):
+            raise ValueError("a shared-readout head starts from the CAM of its own readout weights only")
+        self._zero_residual_branches()
+        self.projection.zero_()
+        d = self.channels[-1]
+        self.projection[:, -d:] = torch.eye(d, device=self.projection.device)
+        self.offset.zero_()
+
+    @torch.no_grad()
+    def rescale_(self, scale: float, offset: float) -> None:
+        self.projection.mul_(scale)
+        self.offset.mul_(scale).add_(offset)
+
+
+HEAD_KINDS = {cls.kind: cls for cls in (AttentionHead, SharedReadoutHead)}

@@ -14,7 +14,7 @@ class LossWeights:
 
     ``destroy`` (ours, off in the paper's recipe) weighs ``D = -log(1 - p)``,
     ``p`` the backbone's probability of the target on the image with the map's
-    region *removed* (replaced by a blurred copy): the map must hold the
+    region *removed* (see ``remove_regions``): the map must hold the
     evidence, not only enough of it. This is the "destroyer" half of Dabkowski
     & Gal's real-time saliency objective; P-TAME's CE term is the "preserver".
     """
@@ -26,6 +26,8 @@ class LossWeights:
     beta: float = 0.3
     area_eps: float = 0.0005
     destroy: float = 0.0
+    destroy_fill: str = "blur"  # what replaces the removed region: "blur" or "diffuse" (see remove_regions)
+    destroy_sigma: float = 5.0  # pixels, of that blur / diffusion
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -26,3 +26,28 @@ def minmax_normalize(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     lo = flat.min(dim=-1, keepdim=True).values
     hi = flat.max(dim=-1, keepdim=True).values
     return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
+
+
+def remove_regions(images: torch.Tensor, maps: torch.Tensor, fill: str = "blur", sigma: float = 5.0) -> torch.Tensor:
+    """Differentiable removal of the mapped regions: ``images*(1-m) + substitute*m``.
+
+    ``fill="blur"``: the substitute is the image blurred with ``sigma`` (pixels).
+    ``fill="diffuse"``: the substitute is grown from the *kept* pixels only
+    (normalised convolution, ``blur(x*(1-m)) / blur(1-m)``), so nothing of the
+    removed content leaks back: a smooth, differentiable stand-in for the
+    inpainting that ROAD uses (Telea, linear imputation).
+
+    Args:
+        images: ``(B,3,H,W)`` in [0,1]; maps ``(B,1,h,w)`` in [0,1] (1 = removed), upsampled bilinearly.
+    """
+    from ..metrics import gaussian_blur
+
+    m = resize_maps(maps, images.shape[-2:])
+    if fill == "blur":
+        substitute = gaussian_blur(images, sigma)
+    elif fill == "diffuse":
+        keep = 1 - m
+        substitute = gaussian_blur(images * keep, sigma) / gaussian_blur(keep, sigma).clamp_min(1e-3)
+    else:
+        raise ValueError(f"unknown fill {fill!r}: use 'blur' or 'diffuse'")
+    return images * (1 - m) + substitute.clamp(0, 1) * m

@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__
 from ..explainer import LossWeights, PTameExplainer, PTameLoss
-from ..explainer.perturbation import perturb, resize_maps
-from ..models import Classifier, load_classifier
+from ..explainer.perturbation import perturb, remove_regions
+from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
 from .data import BadFileLog, ImageFiles, collate_skip_none, list_images, load_image, scan_images
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -65,10 +65,13 @@ class TrainConfig:
     layers: list[str] | None = None
     aux_input_size: list[int] | None = None
     preset: str = "default"
-    loss: dict[str, float] = field(default_factory=dict)  # overrides of the preset's weights
+    loss: dict[str, float | str] = field(default_factory=dict)  # overrides of the preset's weights
     weight_decay: float | None = None  # None: the preset's
     init: str = "aux-cam"  # "aux-cam": start from the auxiliary's calibrated CAM; "paper": default PyTorch init
     init_from: str | None = None  # start from a saved explainer's head instead (fine-tuning)
+    # "shared" (every class trained; see SharedReadoutHead), "per-class" (the paper's) or "auto":
+    # shared when the auxiliary classifies the backbone's classes, else per-class
+    head: str = "auto"
     head_bias: bool | None = None  # None: with aux-cam (the calibration needs an offset), not with paper
     cam_keep: float = 0.4  # aux-cam calibration: fraction of pixels the initial sigmoid maps keep above 0.5
     epochs: int = 1
@@ -93,7 +96,7 @@ class TrainConfig:
 
     # fields that must agree between a checkpoint and a resumed run
     IDENTITY = ("backbone", "backbone_weights", "auxiliary", "auxiliary_weights", "layers", "aux_input_size",
-                "preset", "loss", "weight_decay", "init", "init_from", "head_bias", "epochs", "batch_size", "lr", "seed")
+                "preset", "loss", "weight_decay", "init", "init_from", "head", "head_bias", "epochs", "batch_size", "lr", "seed")
 
     def uses_head_bias(self) -> bool:
         return self.init == "aux-cam" if self.head_bias is None else self.head_bias
@@ -229,7 +232,13 @@ def build_explainer(
         backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
     auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
     size = tuple(config.aux_input_size) if config.aux_input_size else None
-    explainer = PTameExplainer(backbone, auxiliary, config.layers, size, head_bias=config.uses_head_bias())  # type: ignore[arg-type]
+    head = config.head
+    if head == "auto":
+        probe = FeatureExtractor(auxiliary, config.layers or default_layers(auxiliary), size)  # type: ignore[arg-type]
+        head = "shared" if probe.cam_weights(backbone.class_names) is not None else "per-class"
+    explainer = PTameExplainer(
+        backbone, auxiliary, config.layers, size, head_bias=config.uses_head_bias(), head=head  # type: ignore[arg-type]
+    )
     if config.init == "aux-cam":
         cam = explainer.features.cam_weights(backbone.class_names)
         if cam is None:
@@ -239,7 +248,7 @@ def build_explainer(
                 file=sys.stderr,
             )
         else:
-            explainer.head.init_from_cam(cam[0], None)
+            explainer.head.init_from_cam(cam[0])
             if calibration_files:
                 images = _calibration_batch(explainer, calibration_files, config)
                 calibrate_cam(explainer, images.to(device), config.cam_keep)
@@ -250,7 +259,10 @@ def build_explainer(
 
         start = load_explainer(config.init_from, backbone=explainer.backbone, auxiliary=explainer.auxiliary)
         if start.layers != explainer.layers or start.head.state_dict().keys() != explainer.head.state_dict().keys():
-            raise ValueError(f"{config.init_from} has another head layout (layers {start.layers}); cannot start from it")
+            raise ValueError(
+                f"{config.init_from} has another head layout ({start.head.kind} head, layers {start.layers}); "
+                "cannot start from it"
+            )
         explainer.head.load_state_dict(start.head.state_dict())
     return explainer.to(device)
 
@@ -269,9 +281,7 @@ def calibrate_cam(explainer: PTameExplainer, images: torch.Tensor, keep: float) 
     raw = head(explainer.features(images), targets, per_sample=True).flatten()
     scale = 2.0 / raw.std().clamp_min(1e-6)
     threshold = torch.quantile(raw.float(), 1.0 - keep)
-    head.fuse.weight.mul_(scale)
-    if head.fuse.bias is not None:
-        head.fuse.bias.fill_(-(threshold * scale).item())
+    head.rescale_(scale.item(), -(threshold * scale).item())
 
 
 def training_step(
@@ -287,11 +297,9 @@ def training_step(
     own = maps[torch.arange(b), torch.arange(b)].unsqueeze(1)  # (B,1,h,w)
     logits = explainer.backbone(perturb(images, own))
     removed_logits = None
-    if loss_fn.weights.destroy:
-        from ..metrics import gaussian_blur
-
-        up = resize_maps(own, images.shape[-2:])
-        removed_logits = explainer.backbone(images * (1 - up) + gaussian_blur(images) * up)
+    w = loss_fn.weights
+    if w.destroy:
+        removed_logits = explainer.backbone(remove_regions(images, own, w.destroy_fill, w.destroy_sigma))
     loss, terms = loss_fn(logits, targets, maps, removed_logits)
     terms = dict(terms)
     terms["mask_mean"] = own.detach().mean()
@@ -449,6 +457,7 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
         "loss_weights": config.loss_weights().to_dict(),
         "weight_decay": config.resolved_weight_decay(),
         "init": config.init,
+        "head": explainer.head.kind,
         "epochs": config.epochs,
         "steps": step,
         "batch_size": config.batch_size,
