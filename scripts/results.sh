@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Regenerates every table in docs/results.md from the shipped explainers (about 2 h on a 2-core CPU;
-# set PTAME_SAMPLE_DIR if the ImageNet sample is not at ../shared/data/imagenet-sample).
+# Regenerates every table in docs/results.md from the shipped explainers (about 5 h on a 2-core CPU, where
+# Score-CAM, Ablation-CAM and RISE take most of it; DEVICE=cuda runs everything on a GPU; set PTAME_SAMPLE_DIR
+# if the ImageNet sample is not at ../shared/data/imagenet-sample). The "P-TAME (per-class)" row of
+# docs/results.md is the previous default head (git history, commit faaaa1f): add it with
+# --also per-class=DIR after checking that head out into DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAMPLE=${PTAME_SAMPLE_DIR:-../shared/data/imagenet-sample}
 bash scripts/setup.sh
 PTAME=.venv/bin/ptame
+DEVICE=${DEVICE:-auto}
 $PTAME split "$SAMPLE" --out splits
 
 # Lite2: every method; costly ones on the first images only (stated in the table's n column)
 $PTAME evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \
-  --methods ptame,gradcam,gradcam++,auxcam,gaussian,layercam,eigencam,random,scorecam,ablationcam,rise \
+  --methods ptame,gradcam,gradcam++,scorecam,ablationcam,layercam,eigencam,rise,auxcam,gaussian,random \
   --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
-  --limit-for scorecam=4 --limit-for ablationcam=4 --limit-for rise=2
+  --limit-for scorecam=100 --limit-for ablationcam=100 --limit-for rise=16 --device "$DEVICE"
 
 # Lite1 with the same Lite0 auxiliary (its own trained head, shipped as efficientnet_lite1)
 $PTAME evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/eval-efficientnet_lite1 \
@@ -20,4 +24,4 @@ $PTAME evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/
 
 # Cascading randomisation of the Lite2 backbone
 $PTAME sanity --data splits/dev.txt --train-data splits/train.txt --explainer default --out runs/sanity \
-  --methods ptame,gradcam,gradcam++,auxcam --images 16 --max-stages 4 --ptame-steps 30
+  --methods ptame,gradcam,gradcam++,auxcam --images 16 --max-stages 4 --ptame-steps 60 --device "$DEVICE"

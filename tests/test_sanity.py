@@ -53,3 +53,18 @@ def test_sanity_command(tmp_path, tiny_explainer, image_folder, capsys):
     assert main(["sanity", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"),
                  "--methods", "ptame"]) == 2  # ptame needs --train-data
     assert "--train-data" in capsys.readouterr().err
+
+
+def test_sanity_retrains_with_the_explainers_own_recipe():
+    from ptame.explainer import read_explainer_config
+    from ptame.sanity import training_recipe
+    from ptame.training import TrainConfig
+
+    cfg = read_explainer_config("default")
+    recipe = training_recipe(cfg)
+    assert recipe["head"] == cfg["head"] and recipe["lr"] == cfg["training"]["lr"]
+    assert recipe["loss"] == cfg["training"]["loss_weights"]
+    # the recipe is a valid TrainConfig whose loss is the shipped explainer's
+    config = TrainConfig(data=[], out="unused", **recipe)
+    assert cfg["training"]["loss_weights"].items() <= config.loss_weights().to_dict().items()
+    assert training_recipe({"training": {}}) == {"head": "per-class"}  # configs from before the shared head

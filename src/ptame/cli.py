@@ -361,7 +361,9 @@ def _add_sanity(sub: argparse._SubParsersAction) -> None:
                    help="randomise block by block for this many stages, the last one taking all the rest")
     p.add_argument("--ptame-steps", type=int, default=60, help="head training steps per backbone, stage 0 included")
     p.add_argument("--ptame-batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-4, help="P-TAME retraining learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="P-TAME retraining learning rate (default: the explainer's own; its head, loss and init "
+                        "are always the explainer's own)")
     p.add_argument("--out", default="runs/sanity")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -370,7 +372,8 @@ def _add_sanity(sub: argparse._SubParsersAction) -> None:
 def _cmd_sanity(args: argparse.Namespace) -> int:
     from .evaluation import build_method
     from .explainer.explainer import network_from_config, read_explainer_config
-    from .sanity import cascading_randomization, ptame_factory, randomization_stages, write_sanity_table
+    from .sanity import (cascading_randomization, ptame_factory, randomization_stages, training_recipe,
+                         write_sanity_table)
     from .training.data import list_images, load_image
 
     names = _method_names(args.methods)
@@ -390,8 +393,9 @@ def _cmd_sanity(args: argparse.Namespace) -> int:
     factories = {}
     for n in names:
         if n == "ptame":
+            recipe = training_recipe(cfg) | ({} if args.lr is None else {"lr": args.lr})
             factories[n] = ptame_factory(auxiliary.name, list_images(args.train_data), out / "ptame-heads",
-                                         args.ptame_steps, args.ptame_batch_size, lr=args.lr, seed=args.seed)
+                                         args.ptame_steps, args.ptame_batch_size, seed=args.seed, **recipe)
         else:
             factories[n] = lambda bb, k, n=n: build_method(n, bb, auxiliary=auxiliary, seed=args.seed)
     rows = cascading_randomization(backbone, factories, images, stages, seed=args.seed)
