@@ -33,6 +33,7 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
     assert main(["info", "--explainer", str(out / "explainer")]) == 0
     text = capsys.readouterr().out
     assert "test_efficientnet" in text and "test_resnet" in text
+    assert "head       shared" in text  # --head auto: the tiny auxiliary classifies the backbone's 1000 classes
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path):

@@ -175,6 +175,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"  backbone   {cfg['backbone']['name']} ({cfg['backbone']['source']}), input {cfg['input_size']}, "
           f"{cfg['num_classes']} classes")
     print(f"  auxiliary  {cfg['auxiliary']['name']} at {cfg['aux_input_size']}, layers {cfg['layers']}")
+    print(f"  head       {cfg.get('head', 'per-class')}")
     print(f"  made with  ptame {cfg['ptame_version']}")
     if cfg.get("training"):
         print("  training   " + json.dumps({k: v for k, v in cfg["training"].items() if k != "final_terms"}))
