@@ -20,7 +20,7 @@ $PTAME evaluate --data splits/dev.txt --explainer default --out runs/eval-effici
 
 # Lite1 with the same Lite0 auxiliary (its own trained head, shipped as efficientnet_lite1)
 $PTAME evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/eval-efficientnet_lite1 \
-  --deletion-steps 6 --methods ptame,gradcam,gradcam++,auxcam,gaussian --limit 100
+  --deletion-steps 6 --methods ptame,gradcam,gradcam++,auxcam,gaussian --limit 100 --device "$DEVICE"
 
 # Cascading randomisation of the Lite2 backbone
 $PTAME sanity --data splits/dev.txt --train-data splits/train.txt --explainer default --out runs/sanity \
