@@ -172,3 +172,15 @@ def test_shared_head_trains_saves_and_reloads(tmp_path, image_folder):
     assert saved.head.projection[:, :-d].abs().max() > 1e-4
     with pytest.raises(ValueError, match="other settings"):
         train(_config(tmp_path, image_folder, max_steps=3, head="per-class", lr=1e-2), resume=True, progress_bar=False)
+
+
+def test_auto_head_falls_back_to_per_class_when_the_auxiliary_has_other_classes(tmp_path, image_folder):
+    from ptame.models import load_classifier
+    from ptame.training import build_explainer
+
+    cfg = _config(tmp_path, image_folder)  # head="auto"
+    assert build_explainer(cfg, torch.device("cpu")).head.kind == "shared"
+    ten = load_classifier(TINY_BACKBONE, "random", num_classes=10)
+    assert build_explainer(cfg, torch.device("cpu"), backbone=ten).head.kind == "per-class"
+    with pytest.raises(ValueError, match="same classes as backbone"):
+        build_explainer(replace(cfg, head="shared"), torch.device("cpu"), backbone=ten)
