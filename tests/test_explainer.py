@@ -122,7 +122,8 @@ def test_shared_head_round_trip_rebuilds_readout_from_auxiliary(tmp_path, tiny_b
     with torch.no_grad():
         shared.head.projection.normal_()
     shared.save(tmp_path / "s")
-    assert json.loads((tmp_path / "s" / "config.json").read_text())["head"] == "shared"
+    saved_cfg = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert saved_cfg["head"] == "shared" and saved_cfg["head_bias"] is True
     loaded = load_explainer(tmp_path / "s", backbone=tiny_backbone, auxiliary=tiny_aux)
     assert loaded.head.kind == "shared"
     assert torch.equal(loaded.head.readout, shared.head.readout)

@@ -7,7 +7,7 @@ from .explainer import (
     load_explainer,
     read_explainer_config,
 )
-from .head import HEAD_KINDS, AttentionHead, FeatureBlock, FusionHead, SharedReadoutHead
+from .head import AttentionHead, FeatureBlock, FusionHead, SharedReadoutHead
 from .loss import LossWeights, PTameLoss, area_loss, total_variation
 from .perturbation import minmax_normalize, perturb, resize_maps
 
@@ -20,7 +20,6 @@ __all__ = [
     "AttentionHead",
     "FusionHead",
     "SharedReadoutHead",
-    "HEAD_KINDS",
     "FeatureBlock",
     "LossWeights",
     "PTameLoss",

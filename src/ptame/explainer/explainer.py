@@ -38,10 +38,11 @@ class PTameExplainer(nn.Module):
         layers: auxiliary module names to read (default per known network).
         aux_input_size: resolution the auxiliary sees (default: its own input size).
         head_bias: bias on the fusion conv of the per-class head (the paper's has none).
-        head: ``"per-class"`` (the paper's: each class its own fusion weights) or
+        head: ``"per-class"`` (the paper's: each class its own fusion weights),
             ``"shared"`` (one learned projection read through the auxiliary's
             classifier, so every class is trained; needs the backbone's classes
-            on the auxiliary). See :mod:`ptame.explainer.head`.
+            on the auxiliary) or ``"auto"`` (shared where possible). See
+            :mod:`ptame.explainer.head`.
     """
 
     def __init__(
@@ -59,10 +60,12 @@ class PTameExplainer(nn.Module):
         shapes = self.features.feature_shapes()
         channels = [s[0] for s in shapes]
         self.head: FusionHead
+        cam = self.features.cam_weights(backbone.class_names) if head in ("shared", "auto") else None
+        if head == "auto":
+            head = "per-class" if cam is None else "shared"
         if head == "per-class":
             self.head = AttentionHead(channels, backbone.num_classes, bias=head_bias)
         elif head == "shared":
-            cam = self.features.cam_weights(backbone.class_names)
             if cam is None:
                 raise ValueError(
                     f"the shared head reads maps through auxiliary {auxiliary.name!r}'s classifier, which needs "
@@ -71,7 +74,7 @@ class PTameExplainer(nn.Module):
                 )
             self.head = SharedReadoutHead(channels, cam[0])
         else:
-            raise ValueError(f"unknown head {head!r}: use 'per-class' or 'shared'")
+            raise ValueError(f"unknown head {head!r}: use 'per-class', 'shared' or 'auto'")
         self.head.to(auxiliary.device)
         self.training_info: dict[str, Any] = {}
         self.eval()
@@ -183,7 +186,7 @@ class PTameExplainer(nn.Module):
             "num_classes": self.num_classes,
             "feature_channels": self.head.channels,
             "head": self.head.kind,
-            "head_bias": self.head.class_weights(torch.zeros(1, dtype=torch.long, device=self.device))[1] is not None,
+            "head_bias": self.head.has_bias,
             "class_names": self.class_names,
             "training": self.training_info,
         }

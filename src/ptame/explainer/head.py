@@ -56,6 +56,11 @@ class FusionHead(nn.Module):
         """Multiplies every class map's logits by ``scale`` and then adds ``offset``."""
         raise NotImplementedError
 
+    @property
+    def has_bias(self) -> bool:
+        """Whether the class maps get an additive offset."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def _zero_residual_branches(self) -> None:
         # BN scales at zero make each block ReLU(F): identity on a post-ReLU map,
@@ -127,6 +132,10 @@ class AttentionHead(FusionHead):
         super().__init__(channels, num_classes)
         self.fuse = nn.Conv2d(sum(self.channels), self.num_classes, kernel_size=1, bias=bias)
 
+    @property
+    def has_bias(self) -> bool:
+        return self.fuse.bias is not None
+
     def class_weights(self, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         weight = self.fuse.weight.flatten(1)  # (K, sum C)
         bias = self.fuse.bias
@@ -180,6 +189,8 @@ class SharedReadoutHead(FusionHead):
         self.offset = nn.Parameter(torch.zeros(1))
         nn.init.normal_(self.projection, std=readout.shape[1] ** -0.5)
 
+    has_bias = True
+
     def class_weights(self, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         readout = self.readout if classes is None else self.readout[classes]
         return readout @ self.projection, self.offset.expand(readout.shape[0])
@@ -201,5 +212,3 @@ class SharedReadoutHead(FusionHead):
         self.projection.mul_(scale)
         self.offset.mul_(scale).add_(offset)
 
-
-HEAD_KINDS = {cls.kind: cls for cls in (AttentionHead, SharedReadoutHead)}

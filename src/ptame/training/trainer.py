@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .. import __version__
 from ..explainer import LossWeights, PTameExplainer, PTameLoss
 from ..explainer.perturbation import perturb, remove_regions
-from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
+from ..models import Classifier, load_classifier
 from .data import BadFileLog, ImageFiles, collate_skip_none, list_images, load_image, scan_images
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -232,12 +232,8 @@ def build_explainer(
         backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
     auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
     size = tuple(config.aux_input_size) if config.aux_input_size else None
-    head = config.head
-    if head == "auto":
-        probe = FeatureExtractor(auxiliary, config.layers or default_layers(auxiliary), size)  # type: ignore[arg-type]
-        head = "shared" if probe.cam_weights(backbone.class_names) is not None else "per-class"
     explainer = PTameExplainer(
-        backbone, auxiliary, config.layers, size, head_bias=config.uses_head_bias(), head=head  # type: ignore[arg-type]
+        backbone, auxiliary, config.layers, size, head_bias=config.uses_head_bias(), head=config.head  # type: ignore[arg-type]
     )
     if config.init == "aux-cam":
         cam = explainer.features.cam_weights(backbone.class_names)
