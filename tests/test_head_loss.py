@@ -192,3 +192,11 @@ def test_diffuse_removal_fills_only_from_kept_pixels():
     assert soft.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="unknown fill"):
         remove_regions(img, mask, "noise")
+
+
+def test_rescale_of_a_head_without_bias_scales_only():
+    head = AttentionHead([4, 6, 5], num_classes=7, bias=False).eval()
+    feats = _features()
+    before = head(feats)
+    head.rescale_(2.0, -1.0)
+    assert torch.allclose(head(feats), 2.0 * before, atol=1e-5)

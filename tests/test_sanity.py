@@ -57,8 +57,7 @@ def test_sanity_command(tmp_path, tiny_explainer, image_folder, capsys):
 
 def test_sanity_retrains_with_the_explainers_own_recipe():
     from ptame.explainer import read_explainer_config
-    from ptame.sanity import training_recipe
-    from ptame.training import TrainConfig
+    from ptame.training import TrainConfig, training_recipe
 
     cfg = read_explainer_config("default")
     recipe = training_recipe(cfg)

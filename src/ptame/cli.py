@@ -373,8 +373,8 @@ def _add_sanity(sub: argparse._SubParsersAction) -> None:
 def _cmd_sanity(args: argparse.Namespace) -> int:
     from .evaluation import build_method
     from .explainer.explainer import network_from_config, read_explainer_config
-    from .sanity import (cascading_randomization, ptame_factory, randomization_stages, training_recipe,
-                         write_sanity_table)
+    from .sanity import cascading_randomization, ptame_factory, randomization_stages, write_sanity_table
+    from .training import training_recipe
     from .training.data import list_images, load_image
 
     names = _method_names(args.methods)

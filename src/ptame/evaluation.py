@@ -255,6 +255,14 @@ def read_results(results: Path) -> dict[str, dict[str, dict]]:
     return per_method
 
 
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error (sample std / sqrt(n); 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return mean, math.sqrt(var / n)
+
+
 def summarize(results: Path) -> list[dict]:
     """Mean and standard error (std/sqrt(n)) per method and metric, in first-seen method order;
     cost columns (seconds and passes per map) are medians over the images."""
@@ -269,10 +277,7 @@ def summarize(results: Path) -> list[dict]:
             if col in COST_COLUMNS:  # per batch, so the median: robust to a batch slowed by a busy machine
                 row[col] = statistics.median(vals)
                 continue
-            mean = sum(vals) / len(vals)
-            var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) if len(vals) > 1 else 0.0
-            row[col] = mean
-            row[f"{col} se"] = math.sqrt(var / len(vals))
+            row[col], row[f"{col} se"] = mean_and_se(vals)
         rows.append(row)
     return rows
 
@@ -330,9 +335,7 @@ def paired_differences(results: Path, reference: str, columns: Sequence[str] = S
         for col in columns:
             d = [ref[f][col] - recs[f][col] for f in common if col in ref[f] and col in recs[f]]
             if d:
-                mean = sum(d) / len(d)
-                var = sum((x - mean) ** 2 for x in d) / (len(d) - 1) if len(d) > 1 else 0.0
-                row[col], row[f"{col} se"] = mean, math.sqrt(var / len(d))
+                row[col], row[f"{col} se"] = mean_and_se(d)
         rows.append(row)
     return rows
 

@@ -146,17 +146,6 @@ def ptame_factory(auxiliary_name: str, train_files: Sequence[Path], out: Path, s
     return make
 
 
-def training_recipe(explainer_config: dict) -> dict:
-    """The TrainConfig fields an explainer was trained with (head, loss, init, lr, ...), to retrain it alike."""
-    info = explainer_config.get("training", {})
-    recipe = {"head": explainer_config.get("head", "per-class")}
-    for key, field_name in [("preset", "preset"), ("loss_weights", "loss"), ("init", "init"),
-                            ("weight_decay", "weight_decay"), ("lr", "lr")]:
-        if key in info:
-            recipe[field_name] = info[key]
-    return recipe
-
-
 def write_sanity_table(rows: list[dict], path: Path) -> None:
     """Markdown table: one row per stage, one column per method (Spearman ± s.e.)."""
     methods = list(dict.fromkeys(r["method"] for r in rows))

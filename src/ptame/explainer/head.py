@@ -53,7 +53,7 @@ class FusionHead(nn.Module):
         raise NotImplementedError
 
     def rescale_(self, scale: float, offset: float) -> None:
-        """Multiplies every class map's logits by ``scale`` and then adds ``offset``."""
+        """Multiplies every class map's logits by ``scale`` and then adds ``offset`` (if the head has a bias)."""
         raise NotImplementedError
 
     @property
@@ -158,8 +158,7 @@ class AttentionHead(FusionHead):
 
     @torch.no_grad()
     def rescale_(self, scale: float, offset: float) -> None:
-        if self.fuse.bias is None and offset:
-            raise ValueError("a head without bias cannot take an offset")
+        # without a bias (the paper's layout) there is nowhere to put the offset: scale only
         self.fuse.weight.mul_(scale)
         if self.fuse.bias is not None:
             self.fuse.bias.mul_(scale).add_(offset)

@@ -10,6 +10,7 @@ from .trainer import (
     load_checkpoint,
     save_checkpoint,
     train,
+    training_recipe,
     training_step,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "PRESETS",
     "train",
     "training_step",
+    "training_recipe",
     "build_explainer",
     "TrainingDivergedError",
     "save_checkpoint",

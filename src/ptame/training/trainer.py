@@ -477,6 +477,20 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
     return explainer
 
 
+def training_recipe(explainer_config: dict) -> dict:
+    """The TrainConfig fields an explainer was trained with (head, loss, init, lr, ...), to retrain it alike.
+
+    The inverse of the ``training`` record that :func:`train` writes into the explainer's config.
+    """
+    info = explainer_config.get("training", {})
+    recipe = {"head": explainer_config.get("head", "per-class")}
+    for key, field_name in [("preset", "preset"), ("loss_weights", "loss"), ("init", "init"),
+                            ("weight_decay", "weight_decay"), ("lr", "lr")]:
+        if key in info:
+            recipe[field_name] = info[key]
+    return recipe
+
+
 def imagenet_sample_split(root: str | os.PathLike, split: str) -> list[Path]:
     """The shared ImageNet sample's files: ``train`` = ``index % 5 != 0``, ``dev`` = ``index % 5 == 0``."""
     import csv
