@@ -194,6 +194,61 @@ def test_diffuse_removal_fills_only_from_kept_pixels():
         remove_regions(img, mask, "noise")
 
 
+def test_top_fraction_mask_is_hard_forward_and_soft_backward():
+    from ptame.explainer.perturbation import top_fraction_mask
+
+    torch.manual_seed(0)
+    scores = torch.randn(3, 1, 10, 10, requires_grad=True)
+    fraction = torch.tensor([0.1, 0.3, 0.55])
+    mask = top_fraction_mask(scores, fraction)
+    hard = mask.detach().round()
+    assert torch.allclose(mask.detach(), hard, atol=1e-6)  # 0/1 up to float rounding of the straight-through sum
+    assert hard.flatten(1).sum(1).tolist() == [10.0, 30.0, 55.0]
+    flat = scores.detach().flatten(1)
+    for i, k in enumerate((10, 30, 55)):  # exactly the k highest pixels
+        assert torch.equal(hard.flatten(1)[i].bool(), flat[i] >= flat[i].topk(k).values[-1])
+    # raising a pixel can only add it to the removed set: the gradient of the count is >= 0,
+    # and largest just around each map's cut
+    mask.sum().backward()
+    g = scores.grad.flatten(1)
+    assert (g >= 0).all() and (g > 0).any()
+    cut = flat.sort(dim=1, descending=True).values[torch.arange(3), torch.tensor([9, 29, 54])]
+    nearest = (flat - cut[:, None]).abs().argmin(dim=1)
+    assert torch.equal(g.argmax(dim=1), nearest)
+
+
+def test_inpaint_fill_reaches_the_middle_of_large_holes():
+    from ptame.explainer.perturbation import remove_regions
+
+    img = torch.full((1, 3, 64, 64), 0.6)
+    img[..., 20:44, 20:44] = torch.rand(1, 3, 24, 24)  # an object on a flat background
+    hole = torch.zeros(1, 1, 64, 64)
+    hole[..., 16:48, 16:48] = 1.0
+    inpainted = remove_regions(img, hole, "inpaint", sigma=2.0)
+    diffused = remove_regions(img, hole, "diffuse", sigma=2.0)
+    assert torch.allclose(inpainted, torch.full_like(img, 0.6), atol=1e-3)  # background colour, no object left
+    assert diffused[..., 32, 32].max() < 0.1  # one small scale cannot reach 16 px in: near black
+
+
+def test_rank_destroy_term_by_hand():
+    import math
+
+    from ptame.explainer.loss import LossWeights, PTameLoss
+
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    targets = torch.tensor([0, 0])
+    maps = torch.rand(2, 2, 4, 4)
+    plain, _ = PTameLoss(LossWeights())(logits, targets, maps)
+    total, terms = PTameLoss(LossWeights(rank_destroy=0.5))(logits, targets, maps, logits_rank_removed=logits)
+    assert terms["rank_destroy"].item() == pytest.approx((math.log(2) + math.log(4)) / 2, rel=1e-5)
+    assert total.item() == pytest.approx(plain.item() + 0.5 * terms["rank_destroy"].item(), rel=1e-6)
+    with pytest.raises(ValueError, match="rank_destroy term"):
+        PTameLoss(LossWeights(rank_destroy=1.0))(logits, targets, maps)
+    with pytest.raises(ValueError, match="rank_fractions"):
+        LossWeights(rank_fractions=(0.5, 0.2))
+    assert LossWeights(rank_fractions=[0.2, 0.4]).rank_fractions == (0.2, 0.4)
+
+
 def test_rescale_of_a_head_without_bias_scales_only():
     head = AttentionHead([4, 6, 5], num_classes=7, bias=False).eval()
     feats = _features()

@@ -152,11 +152,11 @@ def test_fine_tune_with_removal_term_starts_from_saved_head(tmp_path, image_fold
 
     monkeypatch.setattr(trainer, "training_step", spy)
     cfg = replace(_config(tmp_path / "ft", image_folder, max_steps=2), init_from=str(tmp_path / "run" / "explainer"),
-                  loss={"destroy": 1.0})
+                  loss={"destroy": 1.0, "rank_destroy": 1.0})
     train(cfg, progress_bar=False)
     saved = load_explainer(tmp_path / "run" / "explainer", backbone=first.backbone, auxiliary=first.auxiliary)
     assert all(torch.equal(v, saved.head.state_dict()[k]) for k, v in seen[0].items())
-    assert all("destroy" in t and torch.isfinite(t["destroy"]) for t in seen[1:])
+    assert all(torch.isfinite(t[k]) for t in seen[1:] for k in ("destroy", "rank_destroy"))
 
 
 def test_shared_head_trains_saves_and_reloads(tmp_path, image_folder):

@@ -35,10 +35,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tv", type=float, help="override the TV weight")
     p.add_argument("--destroy", type=float,
                    help="weight of our removal term (map's region blurred away must lose the class); 0 = paper")
-    p.add_argument("--destroy-fill", choices=["blur", "diffuse"],
-                   help="what replaces the removed region in the removal term: a blurred copy (default) or colour "
-                        "diffused in from the kept pixels (a differentiable stand-in for ROAD's inpainting)")
+    p.add_argument("--destroy-fill", choices=["blur", "diffuse", "inpaint"],
+                   help="what replaces the removed region in the removal term: a blurred copy (default), colour "
+                        "diffused in from the kept pixels (a differentiable stand-in for ROAD's inpainting), or "
+                        "that diffusion at three scales so large holes fill too (inpaint)")
     p.add_argument("--destroy-sigma", type=float, help="pixels, of that blur or diffusion (default 5)")
+    p.add_argument("--rank-destroy", type=float,
+                   help="weight of our ROAD-shaped removal term: each map's top f pixels (f drawn from "
+                        "--rank-fractions) removed outright and filled from the rest of the image must lose the "
+                        "class (0 = off)")
+    p.add_argument("--rank-fractions", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="range of the fraction removed by --rank-destroy (default 0.1 0.5)")
     p.add_argument("--init-from", default=None, help="start from this saved explainer's head (fine-tune)")
     p.add_argument("--head", default="auto", choices=["auto", "shared", "per-class"],
                    help="shared: one projection read through the auxiliary's classifier, so classes absent from "
@@ -67,7 +74,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, a) for k, a in
                  [("ce", "ce"), ("area", "area"), ("tv", "tv"), ("p_area", "p_area"), ("beta", "beta"),
-                  ("destroy", "destroy"), ("destroy_fill", "destroy_fill"), ("destroy_sigma", "destroy_sigma")]
+                  ("destroy", "destroy"), ("destroy_fill", "destroy_fill"), ("destroy_sigma", "destroy_sigma"),
+                  ("rank_destroy", "rank_destroy"), ("rank_fractions", "rank_fractions")]
                  if getattr(args, a) is not None}
     config = TrainConfig(
         data=list(args.data), out=args.out, backbone=args.backbone, backbone_weights=args.backbone_weights,

@@ -84,7 +84,7 @@ def relevance_order(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return perm[order]
 
 
-def _removed_masks(order: torch.Tensor, fractions: list[float], size: tuple[int, int]) -> torch.Tensor:
+def removed_masks(order: torch.Tensor, fractions: list[float], size: tuple[int, int]) -> torch.Tensor:
     """``(B, F, H, W)`` bool: True where the first ``round(f*H*W)`` pixels of ``order`` lie."""
     b, n = order.shape
     rank = torch.empty_like(order)
@@ -177,7 +177,7 @@ def road(
     out: dict[str, torch.Tensor] = {}
     xs = [0.0, *fractions, 1.0]
     for name, ranking in (("morf", order), ("lerf", order.flip(1))):
-        removed = _removed_masks(ranking, list(fractions), size).flatten(0, 1)  # (B*F,H,W)
+        removed = removed_masks(ranking, list(fractions), size).flatten(0, 1)  # (B*F,H,W)
         filled = fill(images.repeat_interleave(f, dim=0), removed)
         probs = backbone(filled).softmax(dim=1)
         t = targets.repeat_interleave(f)
@@ -251,7 +251,7 @@ def deletion_insertion(
         base = SUBSTRATES[substrate](images)
         scores = []
         for i in range(b):
-            chosen = _removed_masks(order[i : i + 1], fractions, size)[0, :, None]  # (S+1,1,H,W)
+            chosen = removed_masks(order[i : i + 1], fractions, size)[0, :, None]  # (S+1,1,H,W)
             img, sub = images[i : i + 1], base[i : i + 1]
             seq = torch.where(chosen, sub, img) if name == "deletion" else torch.where(chosen, img, sub)
             probs = torch.cat([backbone(seq[j : j + chunk]).softmax(dim=1) for j in range(0, len(seq), chunk)])

@@ -28,6 +28,16 @@ class LossWeights:
     destroy: float = 0.0
     destroy_fill: str = "blur"  # what replaces the removed region: "blur" or "diffuse" (see remove_regions)
     destroy_sigma: float = 5.0  # pixels, of that blur / diffusion
+    # ROAD-shaped removal (ours): the map's top f pixels, f ~ U(rank_fractions), removed as a
+    # hard mask and filled from the rest of the image; weighs D on that image (0 = off)
+    rank_destroy: float = 0.0
+    rank_fractions: tuple[float, float] = (0.1, 0.5)
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.rank_fractions)
+        if not 0.0 < lo <= hi < 1.0:
+            raise ValueError(f"rank_fractions must satisfy 0 < lo <= hi < 1, got {self.rank_fractions}")
+        object.__setattr__(self, "rank_fractions", (lo, hi))  # JSON and argparse give lists
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +76,7 @@ class PTameLoss:
 
     def __call__(
         self, logits_perturbed: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
-        logits_removed: torch.Tensor | None = None,
+        logits_removed: torch.Tensor | None = None, logits_rank_removed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         w = self.weights
         terms = {
@@ -80,6 +90,11 @@ class PTameLoss:
                 raise ValueError("the destroy term needs the backbone's logits on the images with the maps removed")
             terms["destroy"] = destroy_loss(logits_removed, targets)
             total = total + w.destroy * terms["destroy"]
+        if w.rank_destroy:
+            if logits_rank_removed is None:
+                raise ValueError("the rank_destroy term needs the backbone's logits with each map's top pixels removed")
+            terms["rank_destroy"] = destroy_loss(logits_rank_removed, targets)
+            total = total + w.rank_destroy * terms["rank_destroy"]
         return total, terms
 
 

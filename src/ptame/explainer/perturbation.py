@@ -46,8 +46,58 @@ def remove_regions(images: torch.Tensor, maps: torch.Tensor, fill: str = "blur",
     if fill == "blur":
         substitute = gaussian_blur(images, sigma)
     elif fill == "diffuse":
-        keep = 1 - m
-        substitute = gaussian_blur(images * keep, sigma) / gaussian_blur(keep, sigma).clamp_min(1e-3)
+        substitute = diffuse_fill(images, 1 - m, (sigma,))
+    elif fill == "inpaint":
+        substitute = diffuse_fill(images, 1 - m, (sigma, 4 * sigma, 16 * sigma))
     else:
-        raise ValueError(f"unknown fill {fill!r}: use 'blur' or 'diffuse'")
+        raise ValueError(f"unknown fill {fill!r}: use 'blur', 'diffuse' or 'inpaint'")
     return images * (1 - m) + substitute.clamp(0, 1) * m
+
+
+def diffuse_fill(images: torch.Tensor, keep: torch.Tensor, sigmas: tuple[float, ...]) -> torch.Tensor:
+    """Colour grown from the kept pixels: ``blur(x*keep) / blur(keep)`` (normalised convolution).
+
+    With several ``sigmas`` (fine to coarse) each pixel takes the finest scale
+    that has enough kept pixels near it (weight above 0.05), the coarsest
+    otherwise, so large holes fill from far away instead of going black.
+    Scales above 4 px are computed on a pooled copy (same result up to
+    interpolation, a small fraction of the cost). ``keep``: ``(B,1,H,W)`` in [0,1], 1 = kept.
+    """
+    from ..metrics import gaussian_blur
+
+    size = images.shape[-2:]
+    out = None
+    for sigma in reversed(sigmas):  # coarse first; finer scales overwrite where they have support
+        factor = max(1, int(sigma // 4))
+        num, den = images * keep, keep
+        if factor > 1:
+            num, den = F.avg_pool2d(num, factor, ceil_mode=True), F.avg_pool2d(den, factor, ceil_mode=True)
+        s = min(sigma / factor, (min(den.shape[-2:]) - 1) / 3)  # the blur's reflect padding must fit
+        num, den = gaussian_blur(num, s), gaussian_blur(den, s)
+        fill = num / den.clamp_min(1e-3)
+        if factor > 1:
+            fill, den = resize_maps(fill, size), resize_maps(den, size)
+        out = fill if out is None else torch.where(den > 0.05, fill, out)
+    assert out is not None
+    return out
+
+
+def top_fraction_mask(scores: torch.Tensor, fraction: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """Each map's top ``fraction`` of pixels as a hard 0/1 mask, with a straight-through gradient.
+
+    The forward value is the hard mask ROAD removes; the gradient is that of
+    ``sigmoid((s - q) / (temperature * std(s)))``, ``q`` the map's cut value, so
+    training moves the pixels near the cut in or out of the removed set.
+
+    Args:
+        scores: ``(B,1,h,w)`` map values (any monotone scale, e.g. logits).
+        fraction: ``(B,)`` in (0,1), one per map.
+    """
+    flat = scores.flatten(1)
+    n = flat.shape[1]
+    k = (fraction.to(flat.device) * n).round().long().clamp(1, n)  # as ROAD counts: round(f*n)
+    cut = flat.detach().sort(dim=1, descending=True).values.gather(1, (k - 1)[:, None])
+    hard = (flat.detach() >= cut).to(flat.dtype)
+    scale = temperature * flat.detach().std(dim=1, keepdim=True).clamp_min(1e-6)
+    soft = torch.sigmoid((flat - cut) / scale)
+    return (hard + soft - soft.detach()).view_as(scores)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__
 from ..explainer import LossWeights, PTameExplainer, PTameLoss
-from ..explainer.perturbation import perturb, remove_regions
+from ..explainer.perturbation import perturb, remove_regions, top_fraction_mask
 from ..models import Classifier, load_classifier
 from .data import BadFileLog, ImageFiles, collate_skip_none, list_images, load_image, scan_images
 
@@ -288,7 +288,8 @@ def training_step(
     with torch.no_grad():
         targets = explainer.backbone(images).argmax(dim=1)
     features = explainer.features(images)
-    maps = torch.sigmoid(head(features, targets))  # (B,B,h,w): all batch targets on each image
+    raw = head(features, targets)  # (B,B,h,w): all batch targets on each image
+    maps = torch.sigmoid(raw)
     b = images.shape[0]
     own = maps[torch.arange(b), torch.arange(b)].unsqueeze(1)  # (B,1,h,w)
     logits = explainer.backbone(perturb(images, own))
@@ -296,7 +297,13 @@ def training_step(
     w = loss_fn.weights
     if w.destroy:
         removed_logits = explainer.backbone(remove_regions(images, own, w.destroy_fill, w.destroy_sigma))
-    loss, terms = loss_fn(logits, targets, maps, removed_logits)
+    rank_logits = None
+    if w.rank_destroy:
+        lo, hi = w.rank_fractions
+        fraction = lo + (hi - lo) * torch.rand(b)
+        top = top_fraction_mask(raw[torch.arange(b), torch.arange(b)].unsqueeze(1), fraction)
+        rank_logits = explainer.backbone(remove_regions(images, top, "inpaint", w.destroy_sigma))
+    loss, terms = loss_fn(logits, targets, maps, removed_logits, rank_logits)
     terms = dict(terms)
     terms["mask_mean"] = own.detach().mean()
     terms["kept_top1"] = (logits.detach().argmax(1) == targets).float().mean()

@@ -1,0 +1,134 @@
+"""Changes to how an explainer's maps are made at inference, scored on ROAD and AD@100.
+
+Each variant is a few tokens joined by "_": ``s<px>`` the side the auxiliary
+sees (default: the explainer's), ``f`` averages the maps of the image and its
+mirror image (two auxiliary passes), ``b<px>`` blurs the map (Gaussian sigma).
+``x:<folder>`` scores another saved explainer as it is. Every variant is
+paired, image by image, with the methods of a finished ``ptame evaluate`` run
+on the same files (docs/results.md, "Why P-TAME still trails").
+
+    python scripts/map_variants.py splits/dev.txt --paired-with runs/eval-efficientnet_lite2 \
+        --variants s260,f,b8,b16,x:runs/other/explainer
+    python scripts/map_variants.py splits/dev.txt --limit 48 --compare-fills
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from ptame import load_explainer
+from ptame.explainer.perturbation import minmax_normalize, remove_regions, resize_maps
+from ptame.metrics import removed_masks, confidence_change, gaussian_blur, relevance_order, road, telea_inpaint
+from ptame.training import load_image
+
+
+def variant_maps(explainer, images: torch.Tensor, targets: torch.Tensor, tokens: str, batch: int) -> torch.Tensor:
+    """``(N,1,H,W)`` maps in [0,1] of ``explainer`` made as ``tokens`` says."""
+    size, flip, sigma = explainer.features.input_size, False, 0.0
+    for tok in filter(None, tokens.split("_")):
+        if tok.startswith("s"):
+            size = (int(tok[1:]),) * 2
+        elif tok == "f":
+            flip = True
+        elif tok.startswith("b"):
+            sigma = float(tok[1:])
+        else:
+            raise ValueError(f"unknown variant token {tok!r}")
+    default_size = explainer.features.input_size
+    explainer.features.input_size = size
+    try:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), batch):
+                x, t = images[i : i + batch], targets[i : i + batch]
+                raw = resize_maps(explainer.class_logits(x, t, per_sample=True), x.shape[-2:])
+                if flip:
+                    raw = raw + resize_maps(explainer.class_logits(x.flip(-1), t, per_sample=True), x.shape[-2:]).flip(-1)
+                out.append(raw)
+        maps = torch.cat(out)
+        return minmax_normalize(gaussian_blur(maps, sigma) if sigma else maps)
+    finally:
+        explainer.features.input_size = default_size
+
+
+@torch.no_grad()
+def compare_fills(backbone, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor, batch: int) -> None:
+    """Top-1 agreement after removing each map's top 10/30/50%, filled by ROAD's Telea
+    inpainting and by the two fills of our training removal terms."""
+    fills = {
+        "telea (ROAD)": telea_inpaint,
+        "inpaint (--rank-destroy)": lambda x, r: remove_regions(x, r[:, None].float(), "inpaint", 5.0),
+        "blur (--destroy)": lambda x, r: remove_regions(x, r[:, None].float(), "blur", 5.0),
+    }
+    for fraction in (0.1, 0.3, 0.5):
+        agree = {k: 0.0 for k in fills}
+        for i in range(0, len(images), batch):
+            x, t = images[i : i + batch], targets[i : i + batch]
+            removed = removed_masks(relevance_order(maps[i : i + batch]), [fraction], tuple(x.shape[-2:]))[:, 0]
+            for k, fill in fills.items():
+                agree[k] += (backbone(fill(x, removed)).argmax(1) == t).sum().item()
+        print(f"top {fraction:.0%} removed: " + ", ".join(f"{k} {v / len(images):.3f}" for k, v in agree.items()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", help="a .txt list of images (e.g. splits/dev.txt)")
+    ap.add_argument("--explainer", default="default")
+    ap.add_argument("--variants", default="", help="comma-separated, e.g. s260,f,b8")
+    ap.add_argument("--paired-with", type=Path, help="a ptame evaluate folder scored on the same files")
+    ap.add_argument("--against", default="ptame,gradcam,gradcam++,scorecam", help="its methods to pair with")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=25)
+    ap.add_argument("--compare-fills", action="store_true",
+                    help="first check how closely the training fills track ROAD's Telea inpainting")
+    args = ap.parse_args()
+
+    files = [line.strip() for line in open(args.files) if line.strip()][: args.limit]
+    base = load_explainer(args.explainer)
+    backbone = base.backbone
+    transform = backbone.preprocessing.eval_transform()
+    images = torch.stack([transform(load_image(f)) for f in files])
+    b = args.batch_size
+    with torch.no_grad():
+        clean = torch.cat([backbone(images[i : i + b]).softmax(1) for i in range(0, len(files), b)])
+    targets = clean.argmax(1)
+    reference: dict[str, dict[str, dict]] = {}
+    if args.paired_with:
+        for line in open(args.paired_with / "results.jsonl"):
+            rec = json.loads(line)
+            reference.setdefault(rec["method"], {})[rec["file"]] = rec
+
+    if args.compare_fills:
+        compare_fills(backbone, images, targets, variant_maps(base, images, targets, "", b), b)
+    for name in filter(None, args.variants.split(",")):
+        explainer, tokens = base, name
+        if name.startswith("x:"):
+            explainer, tokens = load_explainer(name[2:], backbone=backbone), ""
+        maps = variant_maps(explainer, images, targets, tokens, b)
+        gap, morf, drop = [], [], []
+        for i in range(0, len(files), b):
+            sl = slice(i, i + b)
+            with torch.no_grad():
+                r = road(backbone, images[sl], maps[sl], targets=targets[sl])
+                cc = confidence_change(backbone, images[sl], maps[sl], 1.0, clean_probs=clean[sl])
+            gap += (r["lerf_auc"] - r["morf_auc"]).tolist()
+            morf += r["morf_auc"].tolist()
+            drop += cc["drop"].tolist()
+        line = (f"{name}: n {len(files)}, LeRF-MoRF {sum(gap) / len(gap):.3f}, MoRF {sum(morf) / len(morf):.3f}, "
+                f"AD@100 {sum(drop) / len(drop):.2f}")
+        for method in args.against.split(","):
+            scored = reference.get(method, {})
+            diffs = torch.tensor([g - scored[f]["ROAD LeRF-MoRF"] for g, f in zip(gap, files) if f in scored])
+            if len(diffs) > 1:
+                se = diffs.std().item() / math.sqrt(len(diffs))
+                line += f" | LeRF-MoRF minus {method} {diffs.mean():+.3f} ± {se:.3f} (n {len(diffs)})"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
