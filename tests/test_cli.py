@@ -36,6 +36,20 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
     assert "head       shared" in text  # --head auto: the tiny auxiliary classifies the backbone's 1000 classes
 
 
+def test_removal_term_options_reach_the_saved_recipe(tmp_path, image_folder, capsys):
+    out = tmp_path / "run"
+    opts = ["--destroy", "1", "--destroy-fill", "inpaint", "--rank-destroy", "2", "--rank-fractions", "0.2", "0.4"]
+    assert main(["train", str(image_folder), "--out", str(out), "--max-steps", "1", "--batch-size", "4", *TINY,
+                 *opts]) == 0
+    weights = json.loads((out / "explainer" / "config.json").read_text())["training"]["loss_weights"]
+    assert (weights["destroy"], weights["destroy_fill"], weights["rank_destroy"]) == (1.0, "inpaint", 2.0)
+    assert weights["rank_fractions"] == [0.2, 0.4]
+    capsys.readouterr()
+    assert main(["train", str(image_folder), "--out", str(tmp_path / "bad"), "--max-steps", "1", *TINY,
+                 "--rank-destroy", "1", "--rank-fractions", "0.6", "0.3"]) == 2
+    assert "rank_fractions must satisfy" in capsys.readouterr().err
+
+
 def test_errors_are_messages_not_tracebacks(tmp_path):
     run = subprocess.run([sys.executable, "-m", "ptame.cli", "explain", str(tmp_path), "--explainer",
                           str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
