@@ -23,7 +23,7 @@ import torch
 
 from ptame import load_explainer
 from ptame.explainer.perturbation import minmax_normalize, remove_regions, resize_maps
-from ptame.metrics import removed_masks, confidence_change, gaussian_blur, relevance_order, road, telea_inpaint
+from ptame.metrics import confidence_change, gaussian_blur, relevance_order, removed_masks, road, telea_inpaint
 from ptame.training import load_image
 
 

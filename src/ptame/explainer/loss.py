@@ -26,7 +26,7 @@ class LossWeights:
     beta: float = 0.3
     area_eps: float = 0.0005
     destroy: float = 0.0
-    destroy_fill: str = "blur"  # what replaces the removed region: "blur" or "diffuse" (see remove_regions)
+    destroy_fill: str = "blur"  # what replaces the removed region: "blur", "diffuse" or "inpaint" (remove_regions)
     destroy_sigma: float = 5.0  # pixels, of that blur / diffusion
     # ROAD-shaped removal (ours): the map's top f pixels, f ~ U(rank_fractions), removed as a
     # hard mask and filled from the rest of the image; weighs D on that image (0 = off)

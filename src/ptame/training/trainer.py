@@ -291,7 +291,8 @@ def training_step(
     raw = head(features, targets)  # (B,B,h,w): all batch targets on each image
     maps = torch.sigmoid(raw)
     b = images.shape[0]
-    own = maps[torch.arange(b), torch.arange(b)].unsqueeze(1)  # (B,1,h,w)
+    diagonal = torch.arange(b)
+    own = maps[diagonal, diagonal].unsqueeze(1)  # (B,1,h,w)
     logits = explainer.backbone(perturb(images, own))
     removed_logits = None
     w = loss_fn.weights
@@ -301,7 +302,7 @@ def training_step(
     if w.rank_destroy:
         lo, hi = w.rank_fractions
         fraction = lo + (hi - lo) * torch.rand(b)
-        top = top_fraction_mask(raw[torch.arange(b), torch.arange(b)].unsqueeze(1), fraction)
+        top = top_fraction_mask(raw[diagonal, diagonal].unsqueeze(1), fraction)  # ranked on logits: no saturation
         rank_logits = explainer.backbone(remove_regions(images, top, "inpaint", w.destroy_sigma))
     loss, terms = loss_fn(logits, targets, maps, removed_logits, rank_logits)
     terms = dict(terms)
