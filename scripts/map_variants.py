@@ -15,13 +15,12 @@ on the same files (docs/results.md, "Why P-TAME still trails").
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 
 import torch
 
 from ptame import load_explainer
+from ptame.evaluation import mean_and_se, read_results
 from ptame.explainer.perturbation import minmax_normalize, remove_regions, resize_maps
 from ptame.metrics import confidence_change, gaussian_blur, relevance_order, removed_masks, road, telea_inpaint
 from ptame.training import load_image
@@ -97,11 +96,7 @@ def main() -> None:
     with torch.no_grad():
         clean = torch.cat([backbone(images[i : i + b]).softmax(1) for i in range(0, len(files), b)])
     targets = clean.argmax(1)
-    reference: dict[str, dict[str, dict]] = {}
-    if args.paired_with:
-        for line in open(args.paired_with / "results.jsonl"):
-            rec = json.loads(line)
-            reference.setdefault(rec["method"], {})[rec["file"]] = rec
+    reference = read_results(args.paired_with / "results.jsonl") if args.paired_with else {}
 
     if args.compare_fills:
         compare_fills(backbone, images, targets, variant_maps(base, images, targets, "", b), b)
@@ -123,10 +118,10 @@ def main() -> None:
                 f"AD@100 {sum(drop) / len(drop):.2f}")
         for method in args.against.split(","):
             scored = reference.get(method, {})
-            diffs = torch.tensor([g - scored[f]["ROAD LeRF-MoRF"] for g, f in zip(gap, files) if f in scored])
+            diffs = [g - scored[f]["ROAD LeRF-MoRF"] for g, f in zip(gap, files) if f in scored]
             if len(diffs) > 1:
-                se = diffs.std().item() / math.sqrt(len(diffs))
-                line += f" | LeRF-MoRF minus {method} {diffs.mean():+.3f} ± {se:.3f} (n {len(diffs)})"
+                mean, se = mean_and_se(diffs)
+                line += f" | LeRF-MoRF minus {method} {mean:+.3f} ± {se:.3f} (n {len(diffs)})"
         print(line, flush=True)
 
 

@@ -16,6 +16,7 @@ import torch
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .explainer.perturbation import REMOVAL_FILLS
     from .training.trainer import PRESETS
 
     p = sub.add_parser("train", help="train an explainer head on image folders")
@@ -35,7 +36,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tv", type=float, help="override the TV weight")
     p.add_argument("--destroy", type=float,
                    help="weight of our removal term (map's region blurred away must lose the class); 0 = paper")
-    p.add_argument("--destroy-fill", choices=["blur", "diffuse", "inpaint"],
+    p.add_argument("--destroy-fill", choices=REMOVAL_FILLS,
                    help="what replaces the removed region in the removal term: a blurred copy (default), colour "
                         "diffused in from the kept pixels (a differentiable stand-in for ROAD's inpainting), or "
                         "that diffusion at three scales so large holes fill too (inpaint)")

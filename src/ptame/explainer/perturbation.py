@@ -28,6 +28,9 @@ def minmax_normalize(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
 
 
+REMOVAL_FILLS = ("blur", "diffuse", "inpaint")
+
+
 def remove_regions(images: torch.Tensor, maps: torch.Tensor, fill: str = "blur", sigma: float = 5.0) -> torch.Tensor:
     """Differentiable removal of the mapped regions: ``images*(1-m) + substitute*m``.
 
@@ -36,6 +39,8 @@ def remove_regions(images: torch.Tensor, maps: torch.Tensor, fill: str = "blur",
     (normalised convolution, ``blur(x*(1-m)) / blur(1-m)``), so nothing of the
     removed content leaks back: a smooth, differentiable stand-in for the
     inpainting that ROAD uses (Telea, linear imputation).
+    ``fill="inpaint"``: that diffusion at ``sigma``, 4x and 16x, so large holes fill too
+    (see :func:`diffuse_fill`).
 
     Args:
         images: ``(B,3,H,W)`` in [0,1]; maps ``(B,1,h,w)`` in [0,1] (1 = removed), upsampled bilinearly.
@@ -50,7 +55,7 @@ def remove_regions(images: torch.Tensor, maps: torch.Tensor, fill: str = "blur",
     elif fill == "inpaint":
         substitute = diffuse_fill(images, 1 - m, (sigma, 4 * sigma, 16 * sigma))
     else:
-        raise ValueError(f"unknown fill {fill!r}: use 'blur', 'diffuse' or 'inpaint'")
+        raise ValueError(f"unknown fill {fill!r}: use one of {', '.join(REMOVAL_FILLS)}")
     return images * (1 - m) + substitute.clamp(0, 1) * m
 
 
