@@ -88,16 +88,20 @@ def test_evaluate_command(tmp_path, tiny_explainer, image_folder, capsys):
     (image_folder / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "ev"
     args = ["evaluate", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"), "--out", str(out),
-            "--methods", "ptame,gradcam,auxcam,rise", "--limit", "5", "--limit-for", "rise=3", "--rise-masks", "8",
+            "--methods", "ptame,gradcam,auxcam,rise,opticam", "--limit", "5", "--limit-for", "rise=3", "--rise-masks", "8",
+            "--limit-for", "opticam=3", "--opticam-steps", "2",
             "--road-fractions", "0.3,0.6", "--deletion-steps", "2", "--batch-size", "2", "--no-progress",
             "--also", f"copy={tmp_path / 'expl'}"]
     assert main(args) == 0
     text = capsys.readouterr().out
-    for label in ("| P-TAME | 4 |", "| Grad-CAM | 4 |", "| Auxiliary CAM | 4 |", "| RISE | 2 |", "| P-TAME (copy) | 4 |"):
+    for label in ("| P-TAME | 4 |", "| Grad-CAM | 4 |", "| Auxiliary CAM | 4 |", "| RISE | 2 |", "| Opti-CAM | 2 |",
+                  "| P-TAME (copy) | 4 |"):
         assert label in text  # 5 files, one broken (it sorts first)
     assert (out / "table.csv").exists()
     rise = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if '"rise"' in x]
     assert all(r["backbone forward/map"] == 8 for r in rise)
+    opti = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if '"opticam"' in x]
+    assert opti and all((r["backbone forward/map"], r["backbone backward/map"]) == (3, 2) for r in opti)
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     same = {r["file"]: r["AD@100"] for r in recs if r["method"] == "ptame"}
     assert same == {r["file"]: r["AD@100"] for r in recs if r["method"] == "ptame-copy"}

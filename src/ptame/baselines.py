@@ -75,6 +75,16 @@ def vit_reshape(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, 1:, :].reshape(b, side, side, c).permute(0, 3, 1, 2)
 
 
+def target_module(classifier, target_layer: str | None = None):
+    """``(name, module, reshape)`` of the layer a CAM method reads; ``reshape`` turns ViT tokens into a grid (else None)."""
+    layer_name = target_layer or default_target_layer(classifier)
+    modules = dict(classifier.model.named_modules())
+    if layer_name not in modules:
+        raise ValueError(f"{classifier.name!r} has no module {layer_name!r}")
+    is_vit = "encoder_layer" in layer_name or ("blocks." in layer_name and "vit" in classifier.name)
+    return layer_name, modules[layer_name], vit_reshape if is_vit else None
+
+
 class GradCamMethod(Explainer):
     """Any ``pytorch_grad_cam`` method on a :class:`~ptame.models.Classifier`.
 
@@ -101,22 +111,19 @@ class GradCamMethod(Explainer):
             raise ValueError(f"unknown CAM method {method!r}; choose from {sorted(self.METHODS)}")
         self.classifier = classifier
         self.name = method
-        layer_name = target_layer or default_target_layer(classifier)
-        modules = dict(classifier.model.named_modules())
-        if layer_name not in modules:
-            raise ValueError(f"{classifier.name!r} has no module {layer_name!r}")
-        is_vit = "encoder_layer" in layer_name or ("blocks." in layer_name and "vit" in classifier.name)
-        kwargs = {"reshape_transform": vit_reshape} if is_vit else {}
+        layer_name, module, reshape = target_module(classifier, target_layer)
+        is_vit = reshape is not None
+        kwargs = {"reshape_transform": reshape} if is_vit else {}
         cls = getattr(pytorch_grad_cam, self.METHODS[method])
         if method == "ablationcam" and is_vit:
             kwargs["ablation_layer"] = pytorch_grad_cam.AblationLayerVit()
-        self.cam = cls(model=classifier, target_layers=[modules[layer_name]], **kwargs)
+        self.cam = cls(model=classifier, target_layers=[module], **kwargs)
         if hasattr(self.cam, "batch_size"):
             self.cam.batch_size = batch_size
         # grad-cam hooks the layer for the object's lifetime; ours hooks it only
         # during explain(), so several methods can share one backbone cheaply
         self.cam.activations_and_grads.release()
-        self._hooks = (classifier, [modules[layer_name]], kwargs.get("reshape_transform"))
+        self._hooks = (classifier, [module], reshape)
 
     def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -134,6 +141,69 @@ class GradCamMethod(Explainer):
         finally:
             self.cam.activations_and_grads.release()
         return torch.from_numpy(maps).to(images.device, torch.float32).unsqueeze(1)
+
+
+class OptiCAM(Explainer):
+    """Opti-CAM (Zhang et al., CVIU 2024): per image, the CAM weights that best keep the class.
+
+    The map is ``minmax(upsample(sum_k softmax(u)_k * relu(A_k)))`` over the
+    target layer's channels ``A_k``; ``u`` (one vector per image, uniform at
+    the start) is fitted by Adam to maximise the backbone's **logit** for the
+    target class on ``image * map``. Each step is one forward and one backward
+    pass of the backbone, so a map costs ``steps + 1`` forward passes.
+
+    Args:
+        classifier: the backbone (takes [0,1] images; normalization is inside it).
+        target_layer: module name in ``classifier.model`` (default per backbone).
+        steps: Adam iterations (the paper uses 100).
+        lr: Adam learning rate on ``u``.
+    """
+
+    def __init__(self, classifier, target_layer: str | None = None, steps: int = 100, lr: float = 0.1) -> None:
+        if steps < 1:
+            raise ValueError(f"Opti-CAM needs at least one step, got {steps}")
+        self.classifier, self.steps, self.lr = classifier, steps, lr
+        _, self.module, self.reshape = target_module(classifier, target_layer)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``relu`` of the target layer's output, (B,K,h,w)."""
+        grabbed: list[torch.Tensor] = []
+        handle = self.module.register_forward_hook(lambda _m, _i, out: grabbed.append(out))
+        try:
+            self.classifier(images)
+        finally:
+            handle.remove()
+        feat = grabbed[0] if self.reshape is None else self.reshape(grabbed[0])
+        return feat.float().relu()
+
+    def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        from .explainer.perturbation import minmax_normalize
+
+        if targets is None:
+            targets = self.classifier.predict(images)[0]
+        t = torch.as_tensor(targets, device=images.device).flatten()
+        images = images.detach()
+        feat = self.features(images)
+        u = torch.zeros(feat.shape[:2], device=images.device, requires_grad=True)
+        optimizer = torch.optim.Adam([u], lr=self.lr)
+
+        def saliency() -> torch.Tensor:
+            cam = torch.einsum("bk,bkhw->bhw", u.softmax(dim=1), feat).unsqueeze(1)
+            return minmax_normalize(F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False))
+
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                logits = self.classifier(images * saliency())
+                # each image's logit depends on its own u only, so one sum serves the whole batch
+                loss = -logits.gather(1, t[:, None]).sum()
+                (grad,) = torch.autograd.grad(loss, [u])
+                u.grad = grad
+                optimizer.step()
+        with torch.no_grad():
+            return saliency()
 
 
 class AuxiliaryCAM(Explainer):

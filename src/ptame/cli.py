@@ -277,6 +277,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--cam-batch-size", type=int, default=32, help="inner batch of Score-CAM/Ablation-CAM/RISE")
     p.add_argument("--rise-masks", type=int, default=4000)
+    p.add_argument("--opticam-steps", type=int, default=100, help="Adam iterations per Opti-CAM map")
     p.add_argument("--imputation", default=d.imputation, choices=["telea", "linear"], help="ROAD fill")
     p.add_argument("--road-fractions", default=",".join(map(str, d.road_fractions)), help="fractions removed")
     p.add_argument("--deletion-steps", type=int, default=d.deletion_steps, help="0 skips deletion/insertion")
@@ -319,12 +320,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     identity = {"backbone": backbone.describe() | {"weights": backbone.weights_ref}}
     method_ids = {n: {} for n in names}
     factories = {n: (lambda n=n: build_method(n, backbone, explainer, auxiliary=auxiliary,
-                                              cam_batch_size=args.cam_batch_size, rise_masks=args.rise_masks))
+                                              cam_batch_size=args.cam_batch_size, rise_masks=args.rise_masks,
+                                              opticam_steps=args.opticam_steps))
                  for n in names}
     if "ptame" in names:
         method_ids["ptame"] = {"explainer_head_sha256": head_sha(directory)}
     if "rise" in names:
         method_ids["rise"] = {"masks": args.rise_masks, "seed": 0}
+    if "opticam" in names:
+        method_ids["opticam"] = {"steps": args.opticam_steps, "lr": 0.1, "score": "logit"}
     if auxiliary is not None and "auxcam" in names:
         method_ids["auxcam"] = {"auxiliary": auxiliary.name}
     for item in args.also:

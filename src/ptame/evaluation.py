@@ -22,10 +22,10 @@ import torch
 
 from .metrics import PassCounter, confidence_change, deletion_insertion, road
 
-METHODS = ("ptame", "gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "eigencam", "rise", "auxcam",
-           "gaussian", "random")
+METHODS = ("ptame", "gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "eigencam", "rise", "opticam",
+           "auxcam", "gaussian", "random")
 LABELS = {"ptame": "P-TAME", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM",
-          "ablationcam": "Ablation-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM", "rise": "RISE",
+          "ablationcam": "Ablation-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM", "rise": "RISE", "opticam": "Opti-CAM",
           "auxcam": "Auxiliary CAM", "gaussian": "Centred Gaussian", "random": "Uniform random"}
 
 
@@ -60,7 +60,7 @@ class MetricConfig:
 
 
 def build_method(name: str, backbone, explainer=None, *, auxiliary=None, cam_batch_size: int = 32,
-                 rise_masks: int = 4000, seed: int = 0) -> Callable:
+                 rise_masks: int = 4000, opticam_steps: int = 100, seed: int = 0) -> Callable:
     """One method by name, all behind ``explain(images, targets) -> (B,1,H,W)`` maps in [0,1].
 
     ``ptame`` needs ``explainer`` (a :class:`~ptame.PTameExplainer` for this
@@ -76,6 +76,8 @@ def build_method(name: str, backbone, explainer=None, *, auxiliary=None, cam_bat
         return baselines.GradCamMethod(backbone, name, batch_size=cam_batch_size)
     if name == "rise":
         return baselines.RISE(backbone, n_masks=rise_masks, batch_size=cam_batch_size, seed=seed)
+    if name == "opticam":
+        return baselines.OptiCAM(backbone, steps=opticam_steps)
     if name == "auxcam":
         aux = explainer.auxiliary if explainer is not None else auxiliary
         if aux is None:
