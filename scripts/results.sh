@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every table in docs/results.md from the shipped explainers (about 5 h on a 2-core CPU, where
-# Score-CAM, Ablation-CAM and RISE take most of it; DEVICE=cuda runs everything on a GPU; set PTAME_SAMPLE_DIR
+# Score-CAM, Ablation-CAM, RISE and Opti-CAM take most of it; DEVICE=cuda runs everything on a GPU; set PTAME_SAMPLE_DIR
 # if the ImageNet sample is not at ../shared/data/imagenet-sample). The "P-TAME (per-class)" row of
 # docs/results.md is the previous default head (git history, commit faaaa1f): add it with
 # --also per-class=DIR after checking that head out into DIR.
@@ -14,8 +14,8 @@ $PTAME split "$SAMPLE" --out splits
 
 # Lite2: every method; costly ones on the first images only (stated in the table's n column)
 $PTAME evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \
-  --methods ptame,gradcam,gradcam++,scorecam,ablationcam,layercam,eigencam,rise,auxcam,gaussian,random \
-  --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
+  --methods ptame,gradcam,gradcam++,scorecam,ablationcam,layercam,eigencam,rise,opticam,auxcam,gaussian,random \
+  --limit-for opticam=48 --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
   --limit-for scorecam=100 --limit-for ablationcam=100 --limit-for rise=16 --device "$DEVICE"
 
 # Lite1 with the same Lite0 auxiliary (its own trained head, shipped as efficientnet_lite1)
