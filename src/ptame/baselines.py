@@ -155,7 +155,7 @@ class OptiCAM(Explainer):
     Args:
         classifier: the backbone (takes [0,1] images; normalization is inside it).
         target_layer: module name in ``classifier.model`` (default per backbone).
-        steps: Adam iterations (the paper uses 100).
+        steps: Adam iterations (the authors' demo script uses 50).
         lr: Adam learning rate on ``u``.
     """
 
@@ -178,9 +178,7 @@ class OptiCAM(Explainer):
         return feat.float().relu()
 
     def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        from .explainer.perturbation import minmax_normalize
+        from .explainer.perturbation import minmax_normalize, resize_maps
 
         if targets is None:
             targets = self.classifier.predict(images)[0]
@@ -192,7 +190,7 @@ class OptiCAM(Explainer):
 
         def saliency() -> torch.Tensor:
             cam = torch.einsum("bk,bkhw->bhw", u.softmax(dim=1), feat).unsqueeze(1)
-            return minmax_normalize(F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False))
+            return minmax_normalize(resize_maps(cam, images.shape[-2:]))
 
         with torch.enable_grad():
             for _ in range(self.steps):
