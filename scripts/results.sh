@@ -15,7 +15,7 @@ $PTAME split "$SAMPLE" --out splits
 # Lite2: every method; costly ones on the first images only (stated in the table's n column)
 $PTAME evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \
   --methods ptame,gradcam,gradcam++,scorecam,ablationcam,layercam,eigencam,rise,opticam,auxcam,gaussian,random \
-  --limit-for opticam=48 --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
+  --limit-for opticam=100 --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
   --limit-for scorecam=100 --limit-for ablationcam=100 --limit-for rise=16 --device "$DEVICE"
 
 # Lite1 with the same Lite0 auxiliary (its own trained head, shipped as efficientnet_lite1)
