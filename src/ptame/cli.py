@@ -328,7 +328,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if "rise" in names:
         method_ids["rise"] = {"masks": args.rise_masks, "seed": 0}
     if "opticam" in names:
-        method_ids["opticam"] = {"steps": args.opticam_steps, "lr": 0.1, "score": "logit"}
+        from .baselines import OptiCAM
+
+        method_ids["opticam"] = {"steps": args.opticam_steps, "lr": OptiCAM.LR, "score": "logit"}
     if auxiliary is not None and "auxcam" in names:
         method_ids["auxcam"] = {"auxiliary": auxiliary.name}
     for item in args.also:

@@ -25,8 +25,8 @@ from .metrics import PassCounter, confidence_change, deletion_insertion, road
 METHODS = ("ptame", "gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "eigencam", "rise", "opticam",
            "auxcam", "gaussian", "random")
 LABELS = {"ptame": "P-TAME", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM",
-          "ablationcam": "Ablation-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM", "rise": "RISE", "opticam": "Opti-CAM",
-          "auxcam": "Auxiliary CAM", "gaussian": "Centred Gaussian", "random": "Uniform random"}
+          "ablationcam": "Ablation-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM", "rise": "RISE",
+          "opticam": "Opti-CAM", "auxcam": "Auxiliary CAM", "gaussian": "Centred Gaussian", "random": "Uniform random"}
 
 
 def method_label(name: str) -> str:
