@@ -36,12 +36,17 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
     assert "head       shared" in text  # --head auto: the tiny auxiliary classifies the backbone's 1000 classes
 
 
-def test_removal_term_options_reach_the_saved_recipe(tmp_path, image_folder, capsys):
+def test_recipe_options_reach_the_saved_explainer(tmp_path, image_folder, capsys):
     out = tmp_path / "run"
-    opts = ["--destroy", "1", "--destroy-fill", "inpaint", "--rank-destroy", "2", "--rank-fractions", "0.2", "0.4"]
+    opts = ["--destroy", "1", "--destroy-fill", "inpaint", "--rank-destroy", "2", "--rank-fractions", "0.2", "0.4",
+            "--extra-aux-sizes", "96"]
     assert main(["train", str(image_folder), "--out", str(out), "--max-steps", "1", "--batch-size", "4", *TINY,
                  *opts]) == 0
-    weights = json.loads((out / "explainer" / "config.json").read_text())["training"]["loss_weights"]
+    cfg = json.loads((out / "explainer" / "config.json").read_text())
+    assert cfg["extra_aux_sizes"] == [[96, 96]]
+    assert main(["info", "--explainer", str(out / "explainer")]) == 0
+    assert "[[96, 96]] when explaining" in capsys.readouterr().out
+    weights = cfg["training"]["loss_weights"]
     assert (weights["destroy"], weights["destroy_fill"], weights["rank_destroy"]) == (1.0, "inpaint", 2.0)
     assert weights["rank_fractions"] == [0.2, 0.4]
     capsys.readouterr()

@@ -120,3 +120,21 @@ def test_paired_differences_by_hand(tmp_path):
     assert row["n"] == 2 and row["AD@100"] == pytest.approx(-3.0)  # diffs -5 and -1
     assert row["AD@100 se"] == pytest.approx(math.sqrt(8 / 1 / 2))
     assert "| Grad-CAM | 2 | -3.00 ± 2.00 |" in write_paired_table([row], "ptame", tmp_path / "p.md").read_text()
+
+
+def test_evaluate_multi_scale_counts_passes_and_keeps_folders_apart(tmp_path, tiny_explainer, image_folder, capsys):
+    from ptame.cli import main
+
+    tiny_explainer.save(tmp_path / "expl")
+    out = tmp_path / "ev"
+    base = ["evaluate", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"), "--out", str(out),
+            "--methods", "ptame", "--limit", "2", "--road-fractions", "0.5", "--deletion-steps", "0", "--no-progress"]
+    side = tiny_explainer.features.input_size[0] * 2
+    assert main(base + ["--extra-aux-sizes", str(side)]) == 0
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and all(r["auxiliary forward/map"] == 2 for r in recs)  # one pass per size
+    run = json.loads((out / "run.json").read_text())
+    assert run["methods"]["ptame"]["extra_aux_sizes"] == [[side, side]]
+    capsys.readouterr()
+    assert main(base) == 2  # single-pass maps are another method: not mixed into this folder
+    assert "other settings" in capsys.readouterr().err

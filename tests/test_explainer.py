@@ -143,3 +143,60 @@ def test_shared_head_needs_the_backbones_classes_on_the_auxiliary(tiny_aux):
         PTameExplainer(ten, tiny_aux, head="shared")
     with pytest.raises(ValueError, match="unknown head"):
         PTameExplainer(ten, tiny_aux, head="tiny")
+
+
+def _random_head(explainer, seed=3):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in explainer.head.parameters():
+            p.normal_()
+
+
+def test_multi_scale_maps_average_the_single_scale_maps(tiny_backbone, tiny_aux):
+    base = tuple(PTameExplainer(tiny_backbone, tiny_aux).features.input_size)
+    big = (base[0] * 3 // 2, base[1] * 3 // 2)
+    multi = PTameExplainer(tiny_backbone, tiny_aux, extra_aux_sizes=[big[0]])
+    _random_head(multi)
+    assert multi.aux_sizes == [base, big]
+    # the same head weights in two single-pass explainers, one trained-size and one at the extra size
+    singles = [PTameExplainer(tiny_backbone, tiny_aux, aux_input_size=s) for s in (base, big)]
+    for s in singles:
+        s.head.load_state_dict(multi.head.state_dict())
+    x = torch.rand(2, 3, *multi.input_size)
+    t = torch.tensor([3, 7])
+    mean = (singles[0](x, t) + singles[1](x, t)) / 2
+    lo, hi = mean.flatten(1).min(1).values, mean.flatten(1).max(1).values
+    expected = (mean - lo.view(-1, 1, 1, 1)) / (hi - lo).view(-1, 1, 1, 1)
+    got = multi(x, t)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, singles[0](x, t), atol=1e-3)  # the extra pass changes the map
+    every = multi.all_maps(x)
+    assert torch.allclose(every[torch.arange(2), t], got[:, 0], atol=1e-5)
+    assert multi.all_maps(x, resolution="head").shape[-2:] == multi.features.feature_shapes()[0][1:]
+    out = multi.predict_and_explain(x, top_k=2)
+    assert torch.allclose(out["maps"][:, 1], multi(x, out["classes"][:, 1])[:, 0], atol=1e-5)
+
+
+def test_multi_scale_at_the_training_size_changes_nothing(tiny_explainer):
+    _random_head(tiny_explainer)
+    x = torch.rand(2, 3, *tiny_explainer.input_size)
+    single = tiny_explainer(x, [1, 2])
+    tiny_explainer.extra_aux_sizes = [tuple(tiny_explainer.features.input_size)]
+    assert torch.allclose(tiny_explainer(x, [1, 2]), single, atol=1e-6)
+
+
+def test_multi_scale_sizes_round_trip_and_old_configs_load(tmp_path, tiny_backbone, tiny_aux):
+    multi = PTameExplainer(tiny_backbone, tiny_aux, extra_aux_sizes=[(48, 64)])
+    multi.save(tmp_path / "e")
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["extra_aux_sizes"] == [[48, 64]]
+    assert load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux).extra_aux_sizes == [(48, 64)]
+    cfg = json.loads((tmp_path / "e" / "config.json").read_text())
+    del cfg["extra_aux_sizes"]  # written before multi-scale existed
+    (tmp_path / "e" / "config.json").write_text(json.dumps(cfg))
+    assert load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux).extra_aux_sizes == []
+
+
+@pytest.mark.parametrize("bad", [[0], [(32, -1)], [(1, 2, 3)], ["64"]])
+def test_bad_multi_scale_sizes_are_refused(tiny_backbone, tiny_aux, bad):
+    with pytest.raises(ValueError, match="auxiliary size"):
+        PTameExplainer(tiny_backbone, tiny_aux, extra_aux_sizes=bad)

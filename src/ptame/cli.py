@@ -28,6 +28,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--auxiliary-weights", default=None, help="local weights file, or 'random'")
     p.add_argument("--layers", default=None, help="comma-separated auxiliary module names")
     p.add_argument("--aux-input-size", type=int, default=None, help="side the auxiliary sees (default: its own)")
+    p.add_argument("--extra-aux-sizes", type=int, nargs="+", default=[], metavar="SIDE",
+                   help="multi-scale inference: also run the auxiliary at these sides and average the maps "
+                        "(saved in the explainer; training is unaffected)")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="loss weights and weight decay")
     p.add_argument("--init", default="aux-cam", choices=["aux-cam", "paper"],
                    help="aux-cam: start from the auxiliary's CAM (ours); paper: default init")
@@ -83,6 +86,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         auxiliary=args.auxiliary, auxiliary_weights=args.auxiliary_weights,
         layers=args.layers.split(",") if args.layers else None,
         aux_input_size=[args.aux_input_size] * 2 if args.aux_input_size else None,
+        extra_aux_sizes=list(args.extra_aux_sizes),
         preset=args.preset, loss=overrides, weight_decay=args.weight_decay, init=args.init, init_from=args.init_from,
         head=args.head,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_scale=tuple(args.crop_scale),
@@ -106,6 +110,19 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
+    _add_aux_sizes_option(p)
+
+
+def _add_aux_sizes_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--extra-aux-sizes", type=int, nargs="*", default=None, metavar="SIDE",
+                   help="override the explainer's multi-scale sides (none given: a single auxiliary pass)")
+
+
+def _apply_aux_sizes(explainer, args: argparse.Namespace) -> None:
+    from .explainer.explainer import check_sizes
+
+    if args.extra_aux_sizes is not None:
+        explainer.extra_aux_sizes = check_sizes(args.extra_aux_sizes)
 
 
 def _device(name: str) -> torch.device:
@@ -158,6 +175,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .training.data import list_images
 
     explainer = load_explainer(args.explainer, device=_device(args.device))
+    _apply_aux_sizes(explainer, args)
     files = list_images(args.inputs)
     counts = explain_files(files, explainer, Path(args.out), args.top_k, args.batch_size)
     print(f"explained {counts['explained']} image(s) into {args.out}; skipped {counts['skipped']} unreadable file(s)")
@@ -184,6 +202,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"  backbone   {cfg['backbone']['name']} ({cfg['backbone']['source']}), input {cfg['input_size']}, "
           f"{cfg['num_classes']} classes")
     print(f"  auxiliary  {cfg['auxiliary']['name']} at {cfg['aux_input_size']}, layers {cfg['layers']}")
+    if cfg.get("extra_aux_sizes"):
+        print(f"             and at {cfg['extra_aux_sizes']} when explaining (maps averaged)")
     print(f"  head       {cfg.get('head', 'per-class')}")
     print(f"  made with  ptame {cfg['ptame_version']}")
     if cfg.get("training"):
@@ -278,6 +298,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cam-batch-size", type=int, default=32, help="inner batch of Score-CAM/Ablation-CAM/RISE")
     p.add_argument("--rise-masks", type=int, default=4000)
     p.add_argument("--opticam-steps", type=int, default=100, help="Adam iterations per Opti-CAM map")
+    _add_aux_sizes_option(p)
     p.add_argument("--imputation", default=d.imputation, choices=["telea", "linear"], help="ROAD fill")
     p.add_argument("--road-fractions", default=",".join(map(str, d.road_fractions)), help="fractions removed")
     p.add_argument("--deletion-steps", type=int, default=d.deletion_steps, help="0 skips deletion/insertion")
@@ -305,6 +326,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     explainer = None
     if "ptame" in names:
         explainer = load_explainer(directory, backbone=backbone, device=device)
+        _apply_aux_sizes(explainer, args)
     auxiliary = explainer.auxiliary if explainer else (
         network_from_config(cfg, "auxiliary", device) if needs_auxiliary else None)
     files = list_images(args.data)[: args.limit]
@@ -325,6 +347,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                  for n in names}
     if "ptame" in names:
         method_ids["ptame"] = {"explainer_head_sha256": head_sha(directory)}
+        if explainer.extra_aux_sizes:  # absent for single-pass maps, so older result folders stay valid
+            method_ids["ptame"]["extra_aux_sizes"] = [list(s) for s in explainer.extra_aux_sizes]
     if "rise" in names:
         method_ids["rise"] = {"masks": args.rise_masks, "seed": 0}
     if "opticam" in names:
@@ -342,6 +366,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         other = load_explainer(path, backbone=backbone, auxiliary=shared, device=device)
         names.append(f"ptame-{label}")
         method_ids[f"ptame-{label}"] = {"explainer_head_sha256": head_sha(explainer_dir(path))}
+        if other.extra_aux_sizes:
+            method_ids[f"ptame-{label}"]["extra_aux_sizes"] = [list(s) for s in other.extra_aux_sizes]
         factories[f"ptame-{label}"] = lambda other=other: other
     out = Path(args.out or f"runs/eval-{backbone.name}")
     run = Run(out=out, backbone=backbone, identity=identity, config=config, methods=method_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,6 +24,17 @@ DEFAULT_EXPLAINER_DIR = Path(__file__).resolve().parent.parent / "weights" / "de
 Targets = torch.Tensor | Sequence[int] | int | None
 
 
+def check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """``[(h, w), ...]`` of positive ints, from pairs or single sides (a side ``s`` means ``(s, s)``)."""
+    out = []
+    for size in sizes:
+        pair = (size, size) if isinstance(size, int) else tuple(size)
+        if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+            raise ValueError(f"an auxiliary size must be a positive side or (height, width), got {size!r}")
+        out.append(pair)
+    return out
+
+
 class PTameExplainer(nn.Module):
     """Explains ``backbone`` with maps from a frozen auxiliary network and a trained head.
 
@@ -36,7 +47,12 @@ class PTameExplainer(nn.Module):
         backbone: the classifier to explain (frozen).
         auxiliary: the frozen feature network.
         layers: auxiliary module names to read (default per known network).
-        aux_input_size: resolution the auxiliary sees (default: its own input size).
+        aux_input_size: resolution the auxiliary sees (default: its own input size);
+            the head is trained at this one.
+        extra_aux_sizes: further resolutions to run the auxiliary at when
+            explaining (multi-scale inference): the map is the mean of the
+            min-max-normalised maps at ``aux_input_size`` and at each of these,
+            one auxiliary pass each. Empty (the default) is the paper's single pass.
         head_bias: bias on the fusion conv of the per-class head (the paper's has none).
         head: ``"per-class"`` (the paper's: each class its own fusion weights),
             ``"shared"`` (one learned projection read through the auxiliary's
@@ -53,10 +69,12 @@ class PTameExplainer(nn.Module):
         aux_input_size: tuple[int, int] | None = None,
         head_bias: bool = False,
         head: str = "per-class",
+        extra_aux_sizes: Sequence[tuple[int, int]] = (),
     ) -> None:
         super().__init__()
         self.backbone = backbone.freeze()
         self.features = FeatureExtractor(auxiliary, layers or default_layers(auxiliary), aux_input_size)
+        self.extra_aux_sizes = check_sizes(extra_aux_sizes)
         shapes = self.features.feature_shapes()
         channels = [s[0] for s in shapes]
         self.head: FusionHead
@@ -135,13 +153,24 @@ class PTameExplainer(nn.Module):
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be a (B,3,H,W) tensor in [0,1], got {shape}")
 
+    @property
+    def aux_sizes(self) -> list[tuple[int, int]]:
+        """Every resolution the auxiliary runs at when explaining, the training one first."""
+        return [tuple(self.features.input_size), *self.extra_aux_sizes]
+
+    def _maps(self, images: torch.Tensor, size: tuple[int, int] | torch.Size,
+              heads: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+        """``heads(features) -> (B,n,h,w)`` logits at each auxiliary size, resized to ``size``,
+        min-max normalised per map and averaged over the sizes: ``(B,n,*size)`` in [0,1]."""
+        maps = [minmax_normalize(resize_maps(heads(self.features(images, s)), size)) for s in self.aux_sizes]
+        return maps[0] if len(maps) == 1 else minmax_normalize(torch.stack(maps).mean(0))
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
         """Maps ``(B,1,H,W)`` in [0,1] at the images' resolution, for ``targets`` or the backbone's top-1."""
         self._check_images(images)
         t = self._targets(images, targets)
-        raw = self.class_logits(images, t, per_sample=True)
-        return minmax_normalize(resize_maps(raw, images.shape[-2:]))
+        return self._maps(images, images.shape[-2:], lambda f: self.head(f, t, per_sample=True))
 
     def explain(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
         """The common explainer interface: same as calling the explainer."""
@@ -155,12 +184,10 @@ class PTameExplainer(nn.Module):
         which is K times cheaper in memory than upsampling all of them.
         """
         self._check_images(images)
-        raw = self.class_logits(images)
-        if resolution == "input":
-            raw = resize_maps(raw, images.shape[-2:])
-        elif resolution != "head":
+        if resolution not in ("input", "head"):
             raise ValueError("resolution must be 'input' or 'head'")
-        return minmax_normalize(raw)
+        size = images.shape[-2:] if resolution == "input" else self.features.feature_shapes()[0][1:]
+        return self._maps(images, size, self.head)
 
     @torch.no_grad()
     def predict_and_explain(self, images: torch.Tensor, top_k: int = 1) -> dict[str, torch.Tensor]:
@@ -168,10 +195,9 @@ class PTameExplainer(nn.Module):
         self._check_images(images)
         probs = self.backbone(images).softmax(dim=1)
         scores, classes = probs.topk(top_k, dim=1)
-        feats = self.features(images)
-        maps = [self.head(feats, classes[:, j], per_sample=True) for j in range(top_k)]
-        raw = resize_maps(torch.cat(maps, dim=1), images.shape[-2:])
-        return {"classes": classes, "scores": scores, "maps": minmax_normalize(raw)}
+        maps = self._maps(images, images.shape[-2:], lambda feats: torch.cat(
+            [self.head(feats, classes[:, j], per_sample=True) for j in range(top_k)], dim=1))
+        return {"classes": classes, "scores": scores, "maps": maps}
 
     # ------------------------------------------------------------ persistence
     def config(self) -> dict[str, Any]:
@@ -182,6 +208,7 @@ class PTameExplainer(nn.Module):
             "auxiliary": self.auxiliary.describe() | {"weights": getattr(self.auxiliary, "weights_ref", None)},
             "layers": self.layers,
             "aux_input_size": list(self.features.input_size),
+            "extra_aux_sizes": [list(s) for s in self.extra_aux_sizes],
             "input_size": list(self.input_size),
             "num_classes": self.num_classes,
             "feature_channels": self.head.channels,
@@ -299,7 +326,7 @@ def load_explainer(
         aux.to(device)
     explainer = PTameExplainer(
         bb, aux, cfg["layers"], tuple(cfg["aux_input_size"]), head_bias=bool(cfg.get("head_bias", False)),
-        head=cfg.get("head", "per-class"),
+        head=cfg.get("head", "per-class"), extra_aux_sizes=[tuple(s) for s in cfg.get("extra_aux_sizes", [])],
     )
     if explainer.head.channels != list(cfg["feature_channels"]):
         raise ExplainerMismatchError(

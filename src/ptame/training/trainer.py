@@ -64,6 +64,7 @@ class TrainConfig:
     auxiliary_weights: str | None = None
     layers: list[str] | None = None
     aux_input_size: list[int] | None = None
+    extra_aux_sizes: list[int] = field(default_factory=list)  # inference only: multi-scale sides (PTameExplainer)
     preset: str = "default"
     loss: dict[str, float | str] = field(default_factory=dict)  # overrides of the preset's weights
     weight_decay: float | None = None  # None: the preset's
@@ -233,7 +234,8 @@ def build_explainer(
     auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
     size = tuple(config.aux_input_size) if config.aux_input_size else None
     explainer = PTameExplainer(
-        backbone, auxiliary, config.layers, size, head_bias=config.uses_head_bias(), head=config.head  # type: ignore[arg-type]
+        backbone, auxiliary, config.layers, size, head_bias=config.uses_head_bias(), head=config.head,  # type: ignore[arg-type]
+        extra_aux_sizes=config.extra_aux_sizes,
     )
     if config.init == "aux-cam":
         cam = explainer.features.cam_weights(backbone.class_names)
