@@ -65,11 +65,14 @@ def main() -> None:
     with torch.no_grad():
         targets = backbone(images).argmax(1)
 
+    one_pass = explainer.with_extra_aux_sizes([])
     contenders = {
         "backbone forward": lambda: backbone(images),
         "explain (given classes)": lambda: explainer(images, targets),
         "explain (backbone top-1)": lambda: explainer(images),
     }
+    if explainer.extra_aux_sizes:  # multi-scale explainer: its single-pass cost beside it
+        contenders["explain, one pass (given)"] = lambda: one_pass(images, targets)
     with torch.no_grad():
         for fn in contenders.values():  # warm-up
             fn()
@@ -98,12 +101,15 @@ def main() -> None:
     print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else os.cpu_count()} "
           f"{'' if device.type == 'cuda' else 'cores, '}{torch.get_num_threads()} threads), torch {torch.__version__}")
     print(f"backbone {backbone.name} at {explainer.input_size}, auxiliary {explainer.auxiliary.name} at "
-          f"{explainer.features.input_size}, batch {b}, median of {args.repeats}")
+          f"{explainer.aux_sizes}, batch {b}, median of {args.repeats}")
     for name, t in med.items():
         print(f"  {name:26s} {b / t:8.1f} images/s   ({1000 * t / b:6.1f} ms/image)")
     print(f"  ratio explain(given)/backbone forward: {med['explain (given classes)'] / med['backbone forward']:.2f} "
           "(cost of one explanation in backbone forwards)")
     print(f"  ratio explain(top-1)/backbone forward: {med['explain (backbone top-1)'] / med['backbone forward']:.2f}")
+    if "explain, one pass (given)" in med:
+        print(f"  ratio explain one pass(given)/backbone forward: "
+              f"{med['explain, one pass (given)'] / med['backbone forward']:.2f}")
     print(f"  training                   {b / statistics.median(train_times):8.1f} images/s")
     print(f"  peak memory: inference {inference_peak}; after training {_peak_mb(device)}")
 

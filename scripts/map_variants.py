@@ -2,7 +2,11 @@
 
 Each variant is a few tokens joined by "_": ``s<px>`` the side the auxiliary
 sees (default: the explainer's), ``f`` averages the maps of the image and its
-mirror image (two auxiliary passes), ``b<px>`` blurs the map (Gaussian sigma).
+mirror image (two auxiliary passes), ``b<px>`` blurs the map (Gaussian sigma),
+``m<px>`` also runs the auxiliary at that side and averages the normalised
+maps (multi-scale; repeatable; see ``PTameExplainer(extra_aux_sizes=...)``).
+Without ``m`` tokens every variant is single-pass, whatever the explainer's
+own multi-scale setting.
 ``x:<folder>`` scores another saved explainer as it is. Every variant is
 paired, image by image, with the methods of a finished ``ptame evaluate`` run
 on the same files (docs/results.md, "Why P-TAME still trails").
@@ -28,9 +32,11 @@ from ptame.training import load_image
 
 def variant_maps(explainer, images: torch.Tensor, targets: torch.Tensor, tokens: str, batch: int) -> torch.Tensor:
     """``(N,1,H,W)`` maps in [0,1] of ``explainer`` made as ``tokens`` says."""
-    size, flip, sigma = explainer.features.input_size, False, 0.0
+    size, flip, sigma, extra = explainer.features.input_size, False, 0.0, []
     for tok in filter(None, tokens.split("_")):
-        if tok.startswith("s"):
+        if tok.startswith("m"):
+            extra.append(int(tok[1:]))
+        elif tok.startswith("s"):
             size = (int(tok[1:]),) * 2
         elif tok == "f":
             flip = True
@@ -40,14 +46,19 @@ def variant_maps(explainer, images: torch.Tensor, targets: torch.Tensor, tokens:
             raise ValueError(f"unknown variant token {tok!r}")
     default_size = explainer.features.input_size
     explainer.features.input_size = size
+    made = explainer.with_extra_aux_sizes(extra)
     try:
         out = []
         with torch.no_grad():
             for i in range(0, len(images), batch):
                 x, t = images[i : i + batch], targets[i : i + batch]
-                raw = resize_maps(explainer.class_logits(x, t, per_sample=True), x.shape[-2:])
-                if flip:
-                    raw = raw + resize_maps(explainer.class_logits(x.flip(-1), t, per_sample=True), x.shape[-2:]).flip(-1)
+                if extra:  # each scale's map is normalised before the mean, as the explainer does
+                    raw = made(x, t) + (made(x.flip(-1), t).flip(-1) if flip else 0)
+                else:
+                    raw = resize_maps(explainer.class_logits(x, t, per_sample=True), x.shape[-2:])
+                    if flip:
+                        raw = raw + resize_maps(explainer.class_logits(x.flip(-1), t, per_sample=True),
+                                                x.shape[-2:]).flip(-1)
                 out.append(raw)
         maps = torch.cat(out)
         return minmax_normalize(gaussian_blur(maps, sigma) if sigma else maps)

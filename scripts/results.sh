@@ -14,13 +14,13 @@ $PTAME split "$SAMPLE" --out splits
 
 # Lite2: every method; costly ones on the first images only (stated in the table's n column)
 $PTAME evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \
-  --methods ptame,gradcam,gradcam++,scorecam,ablationcam,layercam,eigencam,rise,opticam,auxcam,gaussian,random \
+  --methods ptame,ptame-single,gradcam,gradcam++,scorecam,ablationcam,layercam,eigencam,rise,opticam,auxcam,gaussian,random \
   --limit-for opticam=100 --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
   --limit-for scorecam=100 --limit-for ablationcam=100 --limit-for rise=16 --device "$DEVICE"
 
 # Lite1 with the same Lite0 auxiliary (its own trained head, shipped as efficientnet_lite1)
 $PTAME evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/eval-efficientnet_lite1 \
-  --deletion-steps 6 --methods ptame,gradcam,gradcam++,auxcam,gaussian --limit 100 --device "$DEVICE"
+  --deletion-steps 6 --methods ptame,ptame-single,gradcam,gradcam++,auxcam,gaussian --limit 100 --device "$DEVICE"
 
 # Cascading randomisation of the Lite2 backbone
 $PTAME sanity --data splits/dev.txt --train-data splits/train.txt --explainer default --out runs/sanity \

@@ -128,13 +128,17 @@ def test_evaluate_multi_scale_counts_passes_and_keeps_folders_apart(tmp_path, ti
     tiny_explainer.save(tmp_path / "expl")
     out = tmp_path / "ev"
     base = ["evaluate", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"), "--out", str(out),
-            "--methods", "ptame", "--limit", "2", "--road-fractions", "0.5", "--deletion-steps", "0", "--no-progress"]
+            "--limit", "2", "--road-fractions", "0.5", "--deletion-steps", "0", "--no-progress"]
     side = tiny_explainer.features.input_size[0] * 2
-    assert main(base + ["--extra-aux-sizes", str(side)]) == 0
+    assert main(base + ["--methods", "ptame,ptame-single", "--extra-aux-sizes", str(side)]) == 0
+    assert "| P-TAME (one pass) | 2 |" in capsys.readouterr().out
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert len(recs) == 2 and all(r["auxiliary forward/map"] == 2 for r in recs)  # one pass per size
+    passes = {(r["method"], r["auxiliary forward/map"]) for r in recs}
+    assert len(recs) == 4 and passes == {("ptame", 2), ("ptame-single", 1)}  # one pass per size
+    maps_differ = {r["file"]: r["AD@100"] for r in recs if r["method"] == "ptame"}
+    assert maps_differ != {r["file"]: r["AD@100"] for r in recs if r["method"] == "ptame-single"}
     run = json.loads((out / "run.json").read_text())
     assert run["methods"]["ptame"]["extra_aux_sizes"] == [[side, side]]
-    capsys.readouterr()
-    assert main(base) == 2  # single-pass maps are another method: not mixed into this folder
+    assert "extra_aux_sizes" not in run["methods"]["ptame-single"]
+    assert main(base + ["--methods", "ptame"]) == 2  # single-pass maps are another method: not mixed in
     assert "other settings" in capsys.readouterr().err

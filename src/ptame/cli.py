@@ -322,9 +322,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                device=device).freeze()
     from .explainer import load_explainer
 
-    needs_auxiliary = "ptame" in names or "auxcam" in names
+    uses_explainer = "ptame" in names or "ptame-single" in names
+    needs_auxiliary = uses_explainer or "auxcam" in names
     explainer = None
-    if "ptame" in names:
+    if uses_explainer:
         explainer = load_explainer(directory, backbone=backbone, device=device)
         _apply_aux_sizes(explainer, args)
     auxiliary = explainer.auxiliary if explainer else (
@@ -345,6 +346,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                               cam_batch_size=args.cam_batch_size, rise_masks=args.rise_masks,
                                               opticam_steps=args.opticam_steps))
                  for n in names}
+    if "ptame-single" in names:
+        method_ids["ptame-single"] = {"explainer_head_sha256": head_sha(directory)}
     if "ptame" in names:
         method_ids["ptame"] = {"explainer_head_sha256": head_sha(directory)}
         if explainer.extra_aux_sizes:  # absent for single-pass maps, so older result folders stay valid
@@ -361,6 +364,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         label, _, path = item.partition("=")
         if not label or not path:
             raise ValueError(f"--also wants NAME=PATH, got {item!r}")
+        if f"ptame-{label}" in names:
+            raise ValueError(f"--also name {label!r} is taken; pick another")
         other_aux = read_explainer_config(path)["auxiliary"]
         shared = auxiliary if auxiliary is not None and other_aux == cfg["auxiliary"] else None  # one network, not two
         other = load_explainer(path, backbone=backbone, auxiliary=shared, device=device)

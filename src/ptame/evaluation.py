@@ -22,18 +22,18 @@ import torch
 
 from .metrics import PassCounter, confidence_change, deletion_insertion, road
 
-METHODS = ("ptame", "gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "eigencam", "rise", "opticam",
+METHODS = ("ptame", "ptame-single", "gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "eigencam", "rise", "opticam",
            "auxcam", "gaussian", "random")
-LABELS = {"ptame": "P-TAME", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM",
+LABELS = {"ptame": "P-TAME", "ptame-single": "P-TAME (one pass)", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM",
           "ablationcam": "Ablation-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM", "rise": "RISE",
           "opticam": "Opti-CAM", "auxcam": "Auxiliary CAM", "gaussian": "Centred Gaussian", "random": "Uniform random"}
 
 
 def method_label(name: str) -> str:
     """Display name: ``gradcam++`` -> ``Grad-CAM++``, ``ptame-e8`` -> ``P-TAME (e8)``."""
-    if name.startswith("ptame-"):
-        return f"P-TAME ({name[6:]})"
-    return LABELS.get(name, name)
+    if name in LABELS:
+        return LABELS[name]
+    return f"P-TAME ({name[6:]})" if name.startswith("ptame-") else name
 
 
 class EvaluationMismatchError(RuntimeError):
@@ -68,10 +68,10 @@ def build_method(name: str, backbone, explainer=None, *, auxiliary=None, cam_bat
     """
     from . import baselines
 
-    if name == "ptame":
+    if name in ("ptame", "ptame-single"):
         if explainer is None:
-            raise ValueError("method 'ptame' needs an explainer")
-        return explainer
+            raise ValueError(f"method {name!r} needs an explainer")
+        return explainer if name == "ptame" else explainer.with_extra_aux_sizes([])
     if name in baselines.GradCamMethod.METHODS:
         return baselines.GradCamMethod(backbone, name, batch_size=cam_batch_size)
     if name == "rise":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -157,6 +158,13 @@ class PTameExplainer(nn.Module):
     def aux_sizes(self) -> list[tuple[int, int]]:
         """Every resolution the auxiliary runs at when explaining, the training one first."""
         return [tuple(self.features.input_size), *self.extra_aux_sizes]
+
+    def with_extra_aux_sizes(self, sizes: Sequence[tuple[int, int] | int]) -> "PTameExplainer":
+        """This explainer (the same networks and head, not copies) with other multi-scale sides;
+        ``[]`` gives the single-pass explainer."""
+        other = copy.copy(self)
+        other.extra_aux_sizes = check_sizes(sizes)
+        return other
 
     def _maps(self, images: torch.Tensor, size: tuple[int, int] | torch.Size,
               heads: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
