@@ -118,11 +118,9 @@ def _add_aux_sizes_option(p: argparse.ArgumentParser) -> None:
                    help="override the explainer's multi-scale sides (none given: a single auxiliary pass)")
 
 
-def _apply_aux_sizes(explainer, args: argparse.Namespace) -> None:
-    from .explainer.explainer import check_sizes
-
-    if args.extra_aux_sizes is not None:
-        explainer.extra_aux_sizes = check_sizes(args.extra_aux_sizes)
+def _apply_aux_sizes(explainer, args: argparse.Namespace):
+    """The explainer with ``--extra-aux-sizes`` applied, if given."""
+    return explainer if args.extra_aux_sizes is None else explainer.with_extra_aux_sizes(args.extra_aux_sizes)
 
 
 def _device(name: str) -> torch.device:
@@ -175,7 +173,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .training.data import list_images
 
     explainer = load_explainer(args.explainer, device=_device(args.device))
-    _apply_aux_sizes(explainer, args)
+    explainer = _apply_aux_sizes(explainer, args)
     files = list_images(args.inputs)
     counts = explain_files(files, explainer, Path(args.out), args.top_k, args.batch_size)
     print(f"explained {counts['explained']} image(s) into {args.out}; skipped {counts['skipped']} unreadable file(s)")
@@ -327,7 +325,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     explainer = None
     if uses_explainer:
         explainer = load_explainer(directory, backbone=backbone, device=device)
-        _apply_aux_sizes(explainer, args)
+        explainer = _apply_aux_sizes(explainer, args)
     auxiliary = explainer.auxiliary if explainer else (
         network_from_config(cfg, "auxiliary", device) if needs_auxiliary else None)
     files = list_images(args.data)[: args.limit]
@@ -337,8 +335,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                           imputation=args.imputation, deletion_steps=args.deletion_steps)
     import hashlib
 
-    def head_sha(d: Path) -> str:
-        return hashlib.sha256((d / "head.safetensors").read_bytes()).hexdigest()[:16]
+    def explainer_id(d: Path, extra_aux_sizes) -> dict:
+        ident = {"explainer_head_sha256": hashlib.sha256((d / "head.safetensors").read_bytes()).hexdigest()[:16]}
+        if extra_aux_sizes:  # absent for single-pass maps, so older result folders stay valid
+            ident["extra_aux_sizes"] = [list(s) for s in extra_aux_sizes]
+        return ident
 
     identity = {"backbone": backbone.describe() | {"weights": backbone.weights_ref}}
     method_ids = {n: {} for n in names}
@@ -347,11 +348,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                               opticam_steps=args.opticam_steps))
                  for n in names}
     if "ptame-single" in names:
-        method_ids["ptame-single"] = {"explainer_head_sha256": head_sha(directory)}
+        method_ids["ptame-single"] = explainer_id(directory, [])
     if "ptame" in names:
-        method_ids["ptame"] = {"explainer_head_sha256": head_sha(directory)}
-        if explainer.extra_aux_sizes:  # absent for single-pass maps, so older result folders stay valid
-            method_ids["ptame"]["extra_aux_sizes"] = [list(s) for s in explainer.extra_aux_sizes]
+        method_ids["ptame"] = explainer_id(directory, explainer.extra_aux_sizes)
     if "rise" in names:
         method_ids["rise"] = {"masks": args.rise_masks, "seed": 0}
     if "opticam" in names:
@@ -370,9 +369,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         shared = auxiliary if auxiliary is not None and other_aux == cfg["auxiliary"] else None  # one network, not two
         other = load_explainer(path, backbone=backbone, auxiliary=shared, device=device)
         names.append(f"ptame-{label}")
-        method_ids[f"ptame-{label}"] = {"explainer_head_sha256": head_sha(explainer_dir(path))}
-        if other.extra_aux_sizes:
-            method_ids[f"ptame-{label}"]["extra_aux_sizes"] = [list(s) for s in other.extra_aux_sizes]
+        method_ids[f"ptame-{label}"] = explainer_id(explainer_dir(path), other.extra_aux_sizes)
         factories[f"ptame-{label}"] = lambda other=other: other
     out = Path(args.out or f"runs/eval-{backbone.name}")
     run = Run(out=out, backbone=backbone, identity=identity, config=config, methods=method_ids)
