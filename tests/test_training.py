@@ -143,10 +143,10 @@ def test_fine_tune_with_removal_term_starts_from_saved_head(tmp_path, image_fold
     seen = []
     real_step = trainer.training_step
 
-    def spy(explainer, head, images, loss_fn):
+    def spy(explainer, head, images, loss_fn, *rest):
         if not seen:  # the head the fine-tune starts from is the saved one
             seen.append({k: v.clone() for k, v in head.state_dict().items()})
-        loss, terms = real_step(explainer, head, images, loss_fn)
+        loss, terms = real_step(explainer, head, images, loss_fn, *rest)
         seen.append(terms)
         return loss, terms
 
@@ -184,3 +184,30 @@ def test_auto_head_falls_back_to_per_class_when_the_auxiliary_has_other_classes(
     assert build_explainer(cfg, torch.device("cpu"), backbone=ten).head.kind == "per-class"
     with pytest.raises(ValueError, match="same classes as backbone"):
         build_explainer(replace(cfg, head="shared"), torch.device("cpu"), backbone=ten)
+
+
+def test_scale_augmentation_draws_sides_per_step_reproducibly(tmp_path, image_folder, monkeypatch):
+    import ptame.training.trainer as trainer
+
+    cfg = _config(tmp_path, image_folder, epochs=2, train_aux_sides=[48, 96], seed=3)
+    drawn = [trainer.step_aux_size(cfg, step) for step in range(40)]
+    assert set(drawn) == {(48, 48), (96, 96)}
+    assert drawn == [trainer.step_aux_size(cfg, step) for step in range(40)]  # resume and other ranks agree
+    assert trainer.step_aux_size(replace(cfg, train_aux_sides=[]), 5) is None
+    with pytest.raises(ValueError, match="positive sides"):
+        trainer.step_aux_size(replace(cfg, train_aux_sides=[0]), 0)
+
+    seen = []
+    real_step = trainer.training_step
+
+    def spy(explainer, head, images, loss_fn, aux_size=None):
+        seen.append((aux_size, tuple(explainer.features(images, aux_size)[0].shape[-2:])))
+        return real_step(explainer, head, images, loss_fn, aux_size)
+
+    monkeypatch.setattr(trainer, "training_step", spy)
+    train(cfg, progress_bar=False)
+    assert [size for size, _ in seen] == drawn[: len(seen)] and len(seen) == 6
+    finest = {size: shape for size, shape in seen}
+    assert finest[(96, 96)][0] > finest[(48, 48)][0]  # the head really read features at both sides
+    with pytest.raises(ValueError, match="other settings \\(train_aux_sides"):  # a resume must keep it
+        train(replace(cfg, train_aux_sides=[48]), resume=True, progress_bar=False)

@@ -31,6 +31,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-aux-sizes", type=int, nargs="+", default=[], metavar="SIDE",
                    help="multi-scale inference: also run the auxiliary at these sides and average the maps "
                         "(saved in the explainer; training is unaffected)")
+    p.add_argument("--train-aux-sides", type=int, nargs="+", default=[], metavar="SIDE",
+                   help="scale augmentation: each step runs the auxiliary at one of these sides, drawn at random")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="loss weights and weight decay")
     p.add_argument("--init", default="aux-cam", choices=["aux-cam", "paper"],
                    help="aux-cam: start from the auxiliary's CAM (ours); paper: default init")
@@ -86,7 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         auxiliary=args.auxiliary, auxiliary_weights=args.auxiliary_weights,
         layers=args.layers.split(",") if args.layers else None,
         aux_input_size=[args.aux_input_size] * 2 if args.aux_input_size else None,
-        extra_aux_sizes=list(args.extra_aux_sizes),
+        extra_aux_sizes=list(args.extra_aux_sizes), train_aux_sides=list(args.train_aux_sides),
         preset=args.preset, loss=overrides, weight_decay=args.weight_decay, init=args.init, init_from=args.init_from,
         head=args.head,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_scale=tuple(args.crop_scale),

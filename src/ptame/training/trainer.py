@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import sys
 import time
 import warnings
@@ -65,6 +66,9 @@ class TrainConfig:
     layers: list[str] | None = None
     aux_input_size: list[int] | None = None
     extra_aux_sizes: list[int] = field(default_factory=list)  # inference only: multi-scale sides (PTameExplainer)
+    # scale augmentation: each step runs the auxiliary at a side drawn from these (empty: aux_input_size),
+    # so the head also learns the features that multi-scale inference reads
+    train_aux_sides: list[int] = field(default_factory=list)
     preset: str = "default"
     loss: dict[str, float | str] = field(default_factory=dict)  # overrides of the preset's weights
     weight_decay: float | None = None  # None: the preset's
@@ -97,6 +101,7 @@ class TrainConfig:
 
     # fields that must agree between a checkpoint and a resumed run
     IDENTITY = ("backbone", "backbone_weights", "auxiliary", "auxiliary_weights", "layers", "aux_input_size",
+                "train_aux_sides",
                 "preset", "loss", "weight_decay", "init", "init_from", "head", "head_bias", "epochs", "batch_size", "lr", "seed")
 
     def uses_head_bias(self) -> bool:
@@ -282,14 +287,27 @@ def calibrate_cam(explainer: PTameExplainer, images: torch.Tensor, keep: float) 
     head.rescale_(scale.item(), -(threshold * scale).item())
 
 
+def step_aux_size(config: TrainConfig, step: int) -> tuple[int, int] | None:
+    """The auxiliary's side at ``step``: drawn from ``train_aux_sides`` by a generator seeded with
+    the run's seed and the step, so every rank and a resumed run draw the same."""
+    if not config.train_aux_sides:
+        return None
+    if any(side < 1 for side in config.train_aux_sides):
+        raise ValueError(f"train_aux_sides must be positive sides in pixels, got {config.train_aux_sides}")
+    side = random.Random(config.seed * 1_000_003 + step).choice(config.train_aux_sides)
+    return (side, side)
+
+
 def training_step(
-    explainer: PTameExplainer, head: torch.nn.Module, images: torch.Tensor, loss_fn: PTameLoss
+    explainer: PTameExplainer, head: torch.nn.Module, images: torch.Tensor, loss_fn: PTameLoss,
+    aux_size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Targets are the backbone's top-1 on the clean batch; the map of each image's target
-    multiplies it; the loss sees the maps of every batch target on every image (B x B)."""
+    multiplies it; the loss sees the maps of every batch target on every image (B x B).
+    ``aux_size``: the side the auxiliary runs at this step (default: its input size)."""
     with torch.no_grad():
         targets = explainer.backbone(images).argmax(dim=1)
-    features = explainer.features(images)
+    features = explainer.features(images, aux_size)
     raw = head(features, targets)  # (B,B,h,w): all batch targets on each image
     maps = torch.sigmoid(raw)
     b = images.shape[0]
@@ -420,7 +438,7 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
                 if not ok.item():
                     continue
                 images = batch[0].to(device, non_blocking=True)
-                loss, terms = training_step(explainer, model, images, loss_fn)
+                loss, terms = training_step(explainer, model, images, loss_fn, step_aux_size(config, step))
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss became {loss.item()} at step {step} ("
