@@ -211,3 +211,23 @@ def test_scale_augmentation_draws_sides_per_step_reproducibly(tmp_path, image_fo
     assert finest[(96, 96)][0] > finest[(48, 48)][0]  # the head really read features at both sides
     with pytest.raises(ValueError, match="other settings \\(train_aux_sides"):  # a resume must keep it
         train(replace(cfg, train_aux_sides=[48]), resume=True, progress_bar=False)
+
+
+def test_checkpoint_from_before_a_new_setting_still_resumes(tmp_path, image_folder, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    cfg = _config(tmp_path, image_folder)
+    train(cfg, progress_bar=False)
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    with safe_open(str(ckpt), framework="pt") as fh:
+        meta = fh.metadata()
+    saved = json.loads(meta["config"])
+    del saved["train_aux_sides"]  # as written before scale augmentation existed
+    meta["config"] = json.dumps(saved)
+    save_file(load_file(str(ckpt)), str(ckpt), metadata=meta)
+    capsys.readouterr()
+    train(cfg, resume=True, progress_bar=False)  # the missing field means its default: same settings
+    assert "resumed from" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="train_aux_sides"):
+        train(replace(cfg, train_aux_sides=[48]), resume=True, progress_bar=False)

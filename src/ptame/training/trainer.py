@@ -388,7 +388,9 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
         tensors, meta = load_checkpoint(ckpt_path)
         saved = meta["config"]
         mine = asdict(config)
-        diff = [k for k in TrainConfig.IDENTITY if json.dumps(saved.get(k)) != json.dumps(mine.get(k))]
+        # a field missing from the checkpoint is newer than it: the run had that field's default
+        defaults = asdict(TrainConfig(data=[], out=""))
+        diff = [k for k in TrainConfig.IDENTITY if json.dumps(saved.get(k, defaults[k])) != json.dumps(mine.get(k))]
         if diff:
             raise ValueError(
                 f"--resume: checkpoint {ckpt_path} was made with other settings ({', '.join(diff)}: "
