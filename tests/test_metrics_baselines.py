@@ -55,6 +55,27 @@ def test_cam_family_through_grad_cam_package(tiny_backbone):
         assert maps.min() >= 0 and maps.max() <= 1 + 1e-6, method
 
 
+def test_score_cam_in_image_chunks_gives_the_whole_batch_maps(tiny_backbone, monkeypatch):
+    from ptame.baselines import GradCamMethod
+
+    x = torch.rand(5, 3, *tiny_backbone.input_size)
+    t = torch.tensor([1, 2, 3, 4, 5])
+    method = GradCamMethod(tiny_backbone, "scorecam", batch_size=8)
+    sizes = []
+    real_call = type(method.cam).__call__
+
+    def spy(cam, input_tensor, targets, **kw):
+        sizes.append(len(input_tensor))
+        return real_call(cam, input_tensor=input_tensor, targets=targets, **kw)
+
+    monkeypatch.setattr(type(method.cam), "__call__", spy)
+    chunked = method(x, t)
+    assert sizes == [4, 1]  # IMAGES_PER_CALL bounds the package's memory
+    monkeypatch.setitem(GradCamMethod.IMAGES_PER_CALL, "scorecam", None)
+    whole = method(x, t)
+    assert sizes[2:] == [5] and torch.allclose(chunked, whole, atol=1e-5)
+
+
 def test_gradcam_matches_plain_autograd(tiny_backbone):
     """Grad-CAM by hand: ReLU(sum_c mean(dy/dA_c) * A_c), upsampled and min-max normalised."""
     from ptame.baselines import GradCamMethod, default_target_layer
