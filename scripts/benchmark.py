@@ -6,6 +6,11 @@ forward passes per second, their ratios, training images per second and peak
 memory. Timings alternate between the contenders so drift hits all alike.
 
     python scripts/benchmark.py [--batch-size 16] [--repeats 5] [--device cpu]
+        [--baselines gradcam,scorecam --baseline-images 2]
+
+``--baselines`` also times those methods (``ptame evaluate``'s names) once each
+on the first ``--baseline-images`` images of the batch, in the same run, so the
+cost ratios against them come from one machine state.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--baselines", default="", help="comma-separated methods to time beside it, e.g. gradcam,scorecam")
+    ap.add_argument("--baseline-images", type=int, default=2)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,6 +117,16 @@ def main() -> None:
     if "explain, one pass (given)" in med:
         print(f"  ratio explain one pass(given)/backbone forward: "
               f"{med['explain, one pass (given)'] / med['backbone forward']:.2f}")
+    given = med["explain (given classes)"] / b
+    for name in filter(None, args.baselines.split(",")):
+        from ptame.evaluation import build_method
+
+        method = build_method(name, backbone, explainer)
+        n = min(args.baseline_images, b)
+        seconds = _time(lambda: method(images[:n], targets[:n]), device) / n
+        one = med.get("explain, one pass (given)")
+        print(f"  {name:26s} {seconds:8.2f} s/map ({n} images, once)   ratio to explain(given): {seconds / given:,.0f}x"
+              + (f", to one pass: {seconds / (one / b):,.0f}x" if one else ""))
     print(f"  training                   {b / statistics.median(train_times):8.1f} images/s")
     print(f"  peak memory: inference {inference_peak}; after training {_peak_mb(device)}")
 
