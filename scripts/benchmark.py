@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ptame import load_explainer  # noqa: E402
+from ptame.evaluation import build_method  # noqa: E402
 from ptame.explainer import PTameLoss  # noqa: E402
 from ptame.training import TrainConfig, training_step  # noqa: E402
 
@@ -119,8 +120,6 @@ def main() -> None:
               f"{med['explain, one pass (given)'] / med['backbone forward']:.2f}")
     given = med["explain (given classes)"] / b
     for name in filter(None, args.baselines.split(",")):
-        from ptame.evaluation import build_method
-
         method = build_method(name, backbone, explainer)
         n = min(args.baseline_images, b)
         seconds = _time(lambda: method(images[:n], targets[:n]), device) / n
