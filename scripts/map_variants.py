@@ -7,7 +7,8 @@ mirror image (two auxiliary passes), ``b<px>`` blurs the map (Gaussian sigma),
 maps (multi-scale; repeatable; see ``PTameExplainer(extra_aux_sizes=...)``).
 Without ``m`` tokens every variant is single-pass, whatever the explainer's
 own multi-scale setting.
-``x:<folder>`` scores another saved explainer as it is. Every variant is
+``x:<folder>`` scores another saved explainer's head, one pass like the
+other variants (its own multi-scale setting is not applied). Every variant is
 paired, image by image, with the methods of a finished ``ptame evaluate`` run
 on the same files (docs/results.md, "Why P-TAME still trails").
 

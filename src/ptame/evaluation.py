@@ -22,11 +22,12 @@ import torch
 
 from .metrics import PassCounter, confidence_change, deletion_insertion, road
 
-METHODS = ("ptame", "ptame-single", "gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "eigencam", "rise", "opticam",
-           "auxcam", "gaussian", "random")
-LABELS = {"ptame": "P-TAME", "ptame-single": "P-TAME (one pass)", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM",
-          "ablationcam": "Ablation-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM", "rise": "RISE",
-          "opticam": "Opti-CAM", "auxcam": "Auxiliary CAM", "gaussian": "Centred Gaussian", "random": "Uniform random"}
+METHODS = ("ptame", "ptame-single", "gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "eigencam",
+           "rise", "opticam", "auxcam", "gaussian", "random")
+LABELS = {"ptame": "P-TAME", "ptame-single": "P-TAME (one pass)", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++",
+          "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
+          "rise": "RISE", "opticam": "Opti-CAM", "auxcam": "Auxiliary CAM", "gaussian": "Centred Gaussian",
+          "random": "Uniform random"}
 
 
 def method_label(name: str) -> str:

@@ -101,8 +101,8 @@ class TrainConfig:
 
     # fields that must agree between a checkpoint and a resumed run
     IDENTITY = ("backbone", "backbone_weights", "auxiliary", "auxiliary_weights", "layers", "aux_input_size",
-                "train_aux_sides",
-                "preset", "loss", "weight_decay", "init", "init_from", "head", "head_bias", "epochs", "batch_size", "lr", "seed")
+                "train_aux_sides", "preset", "loss", "weight_decay", "init", "init_from", "head", "head_bias", "epochs",
+                "batch_size", "lr", "seed")
 
     def uses_head_bias(self) -> bool:
         return self.init == "aux-cam" if self.head_bias is None else self.head_bias
