@@ -76,6 +76,21 @@ def test_score_cam_in_image_chunks_gives_the_whole_batch_maps(tiny_backbone, mon
     assert sizes[2:] == [5] and torch.allclose(chunked, whole, atol=1e-5)
 
 
+def test_score_and_ablation_cam_print_no_progress_bars(tiny_backbone, capsys):
+    import pytorch_grad_cam.score_cam
+
+    from ptame.baselines import GradCamMethod
+
+    x = torch.rand(2, 3, *tiny_backbone.input_size)
+    for method in ["scorecam", "ablationcam"]:
+        GradCamMethod(tiny_backbone, method, batch_size=8)(x, torch.tensor([1, 2]))
+    err = capsys.readouterr().err
+    assert "%|" not in err and "it/s" not in err
+    # the package's own bars come back once our call returns
+    list(pytorch_grad_cam.score_cam.tqdm.tqdm(range(3)))
+    assert "%|" in capsys.readouterr().err
+
+
 def test_gradcam_matches_plain_autograd(tiny_backbone):
     """Grad-CAM by hand: ReLU(sum_c mean(dy/dA_c) * A_c), upsampled and min-max normalised."""
     from ptame.baselines import GradCamMethod, default_target_layer

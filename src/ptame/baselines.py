@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
+import types
+
 import numpy as np
 import torch
 
@@ -89,6 +94,29 @@ def target_module(classifier, target_layer: str | None = None):
     return layer_name, modules[layer_name], vit_reshape if is_vit else None
 
 
+@contextlib.contextmanager
+def quiet_grad_cam_bars():
+    """Silence the progress bars Score-CAM and Ablation-CAM print per image batch.
+
+    The ``grad-cam`` package has no switch for them; across an evaluation they
+    flood the log with thousands of lines and hide ours. Its modules call
+    ``tqdm.tqdm``, so for the duration we hand them a ``tqdm`` whose bars are
+    disabled.
+    """
+    import tqdm
+
+    quiet = types.SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True))
+    modules = [importlib.import_module(f"pytorch_grad_cam.{name}") for name in ("score_cam", "ablation_cam")]
+    saved = [m.tqdm for m in modules]
+    for m in modules:
+        m.tqdm = quiet
+    try:
+        yield
+    finally:
+        for m, original in zip(modules, saved):
+            m.tqdm = original
+
+
 class GradCamMethod(Explainer):
     """Any ``pytorch_grad_cam`` method on a :class:`~ptame.models.Classifier`.
 
@@ -147,7 +175,7 @@ class GradCamMethod(Explainer):
         step = self.IMAGES_PER_CALL.get(self.name) or len(images)
         self.cam.activations_and_grads = ActivationsAndGradients(*self._hooks, self.cam.detach)
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), quiet_grad_cam_bars():
                 maps = [self.cam(input_tensor=images[i : i + step].detach().requires_grad_(True),
                                  targets=wanted[i : i + step]) for i in range(0, len(images), step)]
         finally:
