@@ -101,14 +101,14 @@ def test_gradcam_matches_plain_autograd(tiny_backbone):
     x = torch.rand(1, 3, *tiny_backbone.input_size, generator=torch.Generator().manual_seed(0))
     layer = dict(tiny_backbone.model.named_modules())[default_target_layer(tiny_backbone)]
     method = GradCamMethod(tiny_backbone, "gradcam")
+    store = {}
+    handle = layer.register_forward_hook(lambda m, i, o: store.update(a=o))
+    with torch.enable_grad():
+        logits = tiny_backbone(x.clone().requires_grad_(True))
+    handle.remove()
     compared = 0
     for target in range(8):
-        store = {}
-        handle = layer.register_forward_hook(lambda m, i, o: store.update(a=o))
-        with torch.enable_grad():
-            logits = tiny_backbone(x.clone().requires_grad_(True))
-            (grad,) = torch.autograd.grad(logits[0, target], store["a"])
-        handle.remove()
+        (grad,) = torch.autograd.grad(logits[0, target], store["a"], retain_graph=True)
         cam = (grad.mean(dim=(2, 3), keepdim=True) * store["a"]).sum(1, keepdim=True).relu()
         if cam.max() - cam.min() < 1e-6:
             continue

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import importlib
 import types
+import unittest.mock
 
 import numpy as np
 import torch
@@ -106,15 +107,11 @@ def quiet_grad_cam_bars():
     import tqdm
 
     quiet = types.SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True))
-    modules = [importlib.import_module(f"pytorch_grad_cam.{name}") for name in ("score_cam", "ablation_cam")]
-    saved = [m.tqdm for m in modules]
-    for m in modules:
-        m.tqdm = quiet
-    try:
+    with contextlib.ExitStack() as stack:
+        for name in ("score_cam", "ablation_cam"):
+            module = importlib.import_module(f"pytorch_grad_cam.{name}")
+            stack.enter_context(unittest.mock.patch.object(module, "tqdm", quiet))
         yield
-    finally:
-        for m, original in zip(modules, saved):
-            m.tqdm = original
 
 
 class GradCamMethod(Explainer):
