@@ -7,6 +7,9 @@ mirror image (two auxiliary passes), ``b<px>`` blurs the map (Gaussian sigma),
 maps (multi-scale; repeatable; see ``PTameExplainer(extra_aux_sizes=...)``).
 Without ``m`` tokens every variant is single-pass, whatever the explainer's
 own multi-scale setting.
+``c<k>`` reads each map contrastively (shared-readout heads only): class c's
+read-out weights minus the mean of the k classes the auxiliary scores highest
+after c (``c0``: minus the auxiliary's softmax-weighted mean of all classes).
 ``x:<folder>`` scores another saved explainer's head, one pass like the
 other variants (its own multi-scale setting is not applied). Every variant is
 paired, image by image, with the methods of a finished ``ptame evaluate`` run
@@ -26,16 +29,43 @@ import torch
 
 from ptame import load_explainer
 from ptame.evaluation import mean_and_se, read_results
+from ptame.explainer.head import SharedReadoutHead
 from ptame.explainer.perturbation import minmax_normalize, remove_regions, resize_maps
 from ptame.metrics import confidence_change, gaussian_blur, relevance_order, removed_masks, road, telea_inpaint
+from ptame.models.classifier import find_linear_classifier
 from ptame.training import load_image
+
+
+def contrastive_readout(explainer, targets: torch.Tensor, k: int):
+    """``features -> (B,1,h,w)`` logits of a shared-readout head whose class weights are
+    ``readout[c]`` minus the mean read-out of the auxiliary's top-``k`` other classes
+    (``k = 0``: minus its softmax-weighted mean), all at the same auxiliary pass."""
+    head = explainer.head
+    if not isinstance(head, SharedReadoutHead):
+        raise ValueError("contrastive read-out needs a shared-readout head")
+    classifier = find_linear_classifier(explainer.auxiliary.model)
+    rows = torch.arange(len(targets))
+
+    def heads(features: list[torch.Tensor]) -> torch.Tensor:
+        t = targets[: len(features[0])]
+        logits = classifier(features[-1].mean((2, 3)))
+        if k == 0:
+            others = logits.softmax(1) @ head.readout
+        else:
+            logits[rows[: len(t)], t] = float("-inf")
+            others = head.readout[logits.topk(k, 1).indices].mean(1)
+        return head.fuse_with(features, ((head.readout[t] - others) @ head.projection).unsqueeze(1))
+
+    return heads
 
 
 def variant_maps(explainer, images: torch.Tensor, targets: torch.Tensor, tokens: str, batch: int) -> torch.Tensor:
     """``(N,1,H,W)`` maps in [0,1] of ``explainer`` made as ``tokens`` says."""
-    size, flip, sigma, extra = explainer.features.input_size, False, 0.0, []
+    size, flip, sigma, extra, contrast = explainer.features.input_size, False, 0.0, [], None
     for tok in filter(None, tokens.split("_")):
-        if tok.startswith("m"):
+        if tok.startswith("c"):
+            contrast = int(tok[1:])
+        elif tok.startswith("m"):
             extra.append(int(tok[1:]))
         elif tok.startswith("s"):
             size = (int(tok[1:]),) * 2
@@ -53,13 +83,18 @@ def variant_maps(explainer, images: torch.Tensor, targets: torch.Tensor, tokens:
         with torch.no_grad():
             for i in range(0, len(images), batch):
                 x, t = images[i : i + batch], targets[i : i + batch]
-                if extra:  # each scale's map is normalised before the mean, as the explainer does
-                    raw = made(x, t) + (made(x.flip(-1), t).flip(-1) if flip else 0)
+                if contrast is None:
+                    heads = lambda f, t=t: explainer.head(f, t, per_sample=True)  # noqa: E731
                 else:
-                    raw = resize_maps(explainer.class_logits(x, t, per_sample=True), x.shape[-2:])
+                    heads = contrastive_readout(explainer, t, contrast)
+                if extra:  # each scale's map is normalised before the mean, as the explainer does
+                    raw = made._maps(x, x.shape[-2:], heads)
                     if flip:
-                        raw = raw + resize_maps(explainer.class_logits(x.flip(-1), t, per_sample=True),
-                                                x.shape[-2:]).flip(-1)
+                        raw = raw + made._maps(x.flip(-1), x.shape[-2:], heads).flip(-1)
+                else:
+                    raw = resize_maps(heads(explainer.features(x)), x.shape[-2:])
+                    if flip:
+                        raw = raw + resize_maps(heads(explainer.features(x.flip(-1))), x.shape[-2:]).flip(-1)
                 out.append(raw)
         maps = torch.cat(out)
         return minmax_normalize(gaussian_blur(maps, sigma) if sigma else maps)

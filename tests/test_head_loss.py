@@ -33,6 +33,11 @@ def test_stagewise_fusion_equals_upsample_concat_conv():
     assert torch.allclose(head(feats, cls), reference[:, cls], atol=1e-5)
     per = torch.tensor([5, 1])
     assert torch.allclose(head(feats, per, per_sample=True)[:, 0], reference[torch.arange(2), per], atol=1e-5)
+    # weights given directly: any per-image weight vector, e.g. a difference of two classes' weights
+    w = head.fuse.weight.flatten(1)
+    b = head.fuse.bias
+    diff = head.fuse_with(feats, (w[per] - w[[2, 2]]).unsqueeze(1), (b[per] - b[2]).unsqueeze(1))
+    assert torch.allclose(diff[:, 0], (reference[torch.arange(2), per] - reference[:, 2]), atol=1e-5)
 
 
 def test_block_is_residual_relu():

@@ -93,12 +93,22 @@ class FusionHead(nn.Module):
             raise ValueError(f"head expects {len(self.blocks)} feature maps, got {len(features)}")
         if per_sample and (classes is None or classes.shape != (features[0].shape[0],)):
             raise ValueError("per_sample=True needs one class index per image")
-        size = features[0].shape[-2:]
         weight, bias = self.class_weights(classes)
         if per_sample:
             weight = weight.unsqueeze(1)  # (B,1,C)
+            bias = None if bias is None else bias.view(-1, 1)
         else:
             weight = weight.unsqueeze(0).expand(features[0].shape[0], -1, -1)  # (B,n,C)
+            bias = None if bias is None else bias.view(1, -1)
+        return self.fuse_with(features, weight, bias)
+
+    def fuse_with(
+        self, features: Sequence[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Maps ``(B,n,h,w)`` from per-image fusion weights ``(B,n,sum C)`` and bias ``(B,n)``
+        (broadcastable), through this head's feature blocks: :meth:`forward` with weights
+        given instead of classes."""
+        size = features[0].shape[-2:]
         out = None
         start = 0
         for block, feat in zip(self.blocks, features):
@@ -109,9 +119,7 @@ class FusionHead(nn.Module):
                 projected = F.interpolate(projected, size=size, mode="bilinear", align_corners=False)
             out = projected if out is None else out + projected
         assert out is not None
-        if bias is not None:
-            out = out + (bias.view(1, -1, 1, 1) if not per_sample else bias.view(-1, 1, 1, 1))
-        return out
+        return out if bias is None else out + bias[..., None, None]
 
 
 class AttentionHead(FusionHead):
