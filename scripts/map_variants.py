@@ -44,17 +44,15 @@ def contrastive_readout(explainer, targets: torch.Tensor, k: int):
     if not isinstance(head, SharedReadoutHead):
         raise ValueError("contrastive read-out needs a shared-readout head")
     classifier = find_linear_classifier(explainer.auxiliary.model)
-    rows = torch.arange(len(targets))
 
     def heads(features: list[torch.Tensor]) -> torch.Tensor:
-        t = targets[: len(features[0])]
         logits = classifier(features[-1].mean((2, 3)))
         if k == 0:
             others = logits.softmax(1) @ head.readout
         else:
-            logits[rows[: len(t)], t] = float("-inf")
+            logits[torch.arange(len(targets)), targets] = float("-inf")
             others = head.readout[logits.topk(k, 1).indices].mean(1)
-        return head.fuse_with(features, ((head.readout[t] - others) @ head.projection).unsqueeze(1))
+        return head.fuse_with(features, ((head.readout[targets] - others) @ head.projection).unsqueeze(1))
 
     return heads
 
