@@ -86,9 +86,9 @@ def variant_maps(explainer, images: torch.Tensor, targets: torch.Tensor, tokens:
                 else:
                     heads = contrastive_readout(explainer, t, contrast)
                 if extra:  # each scale's map is normalised before the mean, as the explainer does
-                    raw = made._maps(x, x.shape[-2:], heads)
+                    raw = made.multiscale_maps(x, x.shape[-2:], heads)
                     if flip:
-                        raw = raw + made._maps(x.flip(-1), x.shape[-2:], heads).flip(-1)
+                        raw = raw + made.multiscale_maps(x.flip(-1), x.shape[-2:], heads).flip(-1)
                 else:
                     raw = resize_maps(heads(explainer.features(x)), x.shape[-2:])
                     if flip:

@@ -166,8 +166,8 @@ class PTameExplainer(nn.Module):
         other.extra_aux_sizes = check_sizes(sizes)
         return other
 
-    def _maps(self, images: torch.Tensor, size: tuple[int, int] | torch.Size,
-              heads: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+    def multiscale_maps(self, images: torch.Tensor, size: tuple[int, int] | torch.Size,
+                        heads: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
         """``heads(features) -> (B,n,h,w)`` logits at each auxiliary size, resized to ``size``,
         min-max normalised per map and averaged over the sizes: ``(B,n,*size)`` in [0,1]."""
         maps = [minmax_normalize(resize_maps(heads(self.features(images, s)), size)) for s in self.aux_sizes]
@@ -178,7 +178,7 @@ class PTameExplainer(nn.Module):
         """Maps ``(B,1,H,W)`` in [0,1] at the images' resolution, for ``targets`` or the backbone's top-1."""
         self._check_images(images)
         t = self._targets(images, targets)
-        return self._maps(images, images.shape[-2:], lambda f: self.head(f, t, per_sample=True))
+        return self.multiscale_maps(images, images.shape[-2:], lambda f: self.head(f, t, per_sample=True))
 
     def explain(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
         """The common explainer interface: same as calling the explainer."""
@@ -195,7 +195,7 @@ class PTameExplainer(nn.Module):
         if resolution not in ("input", "head"):
             raise ValueError("resolution must be 'input' or 'head'")
         size = images.shape[-2:] if resolution == "input" else self.features.feature_shapes()[0][1:]
-        return self._maps(images, size, self.head)
+        return self.multiscale_maps(images, size, self.head)
 
     @torch.no_grad()
     def predict_and_explain(self, images: torch.Tensor, top_k: int = 1) -> dict[str, torch.Tensor]:
@@ -203,7 +203,7 @@ class PTameExplainer(nn.Module):
         self._check_images(images)
         probs = self.backbone(images).softmax(dim=1)
         scores, classes = probs.topk(top_k, dim=1)
-        maps = self._maps(images, images.shape[-2:], lambda feats: torch.cat(
+        maps = self.multiscale_maps(images, images.shape[-2:], lambda feats: torch.cat(
             [self.head(feats, classes[:, j], per_sample=True) for j in range(top_k)], dim=1))
         return {"classes": classes, "scores": scores, "maps": maps}
 
