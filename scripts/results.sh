@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates every table in docs/results.md from the shipped explainers (about 5 h on a 2-core CPU, where
 # Score-CAM, Ablation-CAM, RISE and Opti-CAM take most of it; DEVICE=cuda runs everything on a GPU; set PTAME_SAMPLE_DIR
-# if the ImageNet sample is not at ../shared/data/imagenet-sample). The "P-TAME (per-class)" row of
-# docs/results.md is the previous default head (git history, commit faaaa1f): add it with
-# --also per-class=DIR after checking that head out into DIR.
+# if the ImageNet sample is not at ../shared/data/imagenet-sample). The "P-TAME (previous)" and
+# "P-TAME (per-class)" rows of docs/results.md are earlier default heads (git history, commits 8908426 and
+# faaaa1f, src/ptame/weights/default): add them with --also previous=DIR --also per-class=DIR after
+# checking those heads out into two folders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAMPLE=${PTAME_SAMPLE_DIR:-../shared/data/imagenet-sample}

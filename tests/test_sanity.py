@@ -1,5 +1,7 @@
 """Cascading model randomisation on random-weight nets: nothing downloaded."""
 
+import json
+
 import torch
 
 from ptame.evaluation import build_method
@@ -63,7 +65,9 @@ def test_sanity_retrains_with_the_explainers_own_recipe():
     recipe = training_recipe(cfg)
     assert recipe["head"] == cfg["head"] and recipe["lr"] == cfg["training"]["lr"]
     assert recipe["loss"] == cfg["training"]["loss_weights"]
+    assert recipe["train_aux_sides"] == cfg["training"]["train_aux_sides"] == [224, 320]  # the shipped head's sides
     # the recipe is a valid TrainConfig whose loss is the shipped explainer's
     config = TrainConfig(data=[], out="unused", **recipe)
-    assert cfg["training"]["loss_weights"].items() <= config.loss_weights().to_dict().items()
+    resolved = json.loads(json.dumps(config.loss_weights().to_dict()))  # tuples as JSON lists, like the config's
+    assert all(resolved[k] == v for k, v in cfg["training"]["loss_weights"].items())
     assert training_recipe({"training": {}}) == {"head": "per-class"}  # configs from before the shared head

@@ -516,7 +516,7 @@ def training_recipe(explainer_config: dict) -> dict:
     info = explainer_config.get("training", {})
     recipe = {"head": explainer_config.get("head", "per-class")}
     for key, field_name in [("preset", "preset"), ("loss_weights", "loss"), ("init", "init"),
-                            ("weight_decay", "weight_decay"), ("lr", "lr")]:
+                            ("weight_decay", "weight_decay"), ("lr", "lr"), ("train_aux_sides", "train_aux_sides")]:
         if key in info:
             recipe[field_name] = info[key]
     return recipe
