@@ -17,7 +17,7 @@ $PTAME split "$SAMPLE" --out splits
 $PTAME evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \
   --methods ptame,ptame-single,gradcam,gradcam++,scorecam,ablationcam,layercam,eigencam,rise,opticam,auxcam,gaussian,random \
   --limit-for opticam=100 --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
-  --limit-for scorecam=152 --limit-for ablationcam=100 --limit-for rise=16 --device "$DEVICE"
+  --limit-for scorecam=196 --limit-for ablationcam=100 --limit-for rise=16 --device "$DEVICE"
 
 # Lite1 with the same Lite0 auxiliary (its own trained head, shipped as efficientnet_lite1)
 $PTAME evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/eval-efficientnet_lite1 \
