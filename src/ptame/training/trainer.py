@@ -515,10 +515,9 @@ def training_recipe(explainer_config: dict) -> dict:
     """
     info = explainer_config.get("training", {})
     recipe = {"head": explainer_config.get("head", "per-class")}
-    for key, field_name in [("preset", "preset"), ("loss_weights", "loss"), ("init", "init"),
-                            ("weight_decay", "weight_decay"), ("lr", "lr"), ("train_aux_sides", "train_aux_sides")]:
+    for key in ("preset", "loss_weights", "init", "weight_decay", "lr", "train_aux_sides"):
         if key in info:
-            recipe[field_name] = info[key]
+            recipe["loss" if key == "loss_weights" else key] = info[key]  # the record's one renamed field
     return recipe
 
 
