@@ -185,6 +185,33 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def trim_log(path: Path, last_step: int) -> int:
+    """Keep the log's records up to ``last_step`` (the checkpoint a run resumes from).
+
+    Steps after the checkpoint are trained again on resume; without this the log
+    would hold them twice. A torn last line (a run killed mid-write) is dropped too.
+    Returns how many lines were removed; the file is replaced atomically.
+    """
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            keep = int(record["step"]) <= last_step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    return dropped
+
+
 def save_checkpoint(path: Path, head: torch.nn.Module, optimizer, scheduler, progress: dict, config: TrainConfig) -> None:
     """One safetensors file (weights + optimizer tensors, JSON metadata), written to a temp file then renamed."""
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
@@ -401,7 +428,12 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
         scheduler.load_state_dict(meta["scheduler"])
         step = int(meta["progress"]["step"])
         if env.is_main:
-            print(f"ptame: resumed from {ckpt_path} at step {step}/{total_steps}", file=sys.stderr)
+            dropped = trim_log(out / LOG_NAME, step)
+            print(
+                f"ptame: resumed from {ckpt_path} at step {step}/{total_steps}"
+                + (f"; dropped {dropped} log lines past the checkpoint" if dropped else ""),
+                file=sys.stderr,
+            )
     elif resume and env.is_main:
         print(f"ptame: --resume given but no checkpoint in {out}; starting fresh", file=sys.stderr)
 
