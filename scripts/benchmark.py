@@ -11,6 +11,11 @@ memory. Timings alternate between the contenders so drift hits all alike.
 ``--baselines`` also times those methods (``ptame evaluate``'s names) once each
 on the first ``--baseline-images`` images of the batch, in the same run, so the
 cost ratios against them come from one machine state.
+
+``--layouts`` also times the backbone, the explainer and a training step with
+the networks fed images in the plain (contiguous) memory layout, alternating
+with the channels-last layout that ``load_classifier``'s networks use, and
+prints the ratios.
 """
 
 from __future__ import annotations
@@ -52,6 +57,16 @@ def _peak_mb(device: torch.device) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process peak RSS)"
 
 
+def set_layout(explainer, channels_last: bool) -> None:
+    """Feeds the explainer's frozen networks (backbone, auxiliary) channels-last images, or plain ones."""
+    explainer.backbone.channels_last = channels_last
+    explainer.auxiliary.channels_last = channels_last
+
+
+def _key(name: str, layout: str, tag: bool) -> str:
+    return f"{name} [{layout}]" if tag else name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--explainer", default="default")
@@ -62,6 +77,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--baselines", default="", help="comma-separated methods to time beside it, e.g. gradcam,scorecam")
     ap.add_argument("--baseline-images", type=int, default=2)
+    ap.add_argument("--layouts", action="store_true",
+                    help="also time everything with the networks in the contiguous layout, side by side")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,13 +98,21 @@ def main() -> None:
     }
     if explainer.extra_aux_sizes:  # multi-scale explainer: its single-pass cost beside it
         contenders["explain, one pass (given)"] = lambda: one_pass(images, targets)
+    layouts = {"channels-last": True}
+    if args.layouts:
+        layouts["contiguous"] = False
+    times: dict[str, list[float]] = {}
     with torch.no_grad():
-        for fn in contenders.values():  # warm-up
-            fn()
-        times: dict[str, list[float]] = {k: [] for k in contenders}
+        for layout in layouts.values():  # warm-up, each layout once
+            set_layout(explainer, layout)
+            for fn in contenders.values():
+                fn()
         for _ in range(args.repeats):
-            for name, fn in contenders.items():
-                times[name].append(_time(fn, device))
+            for lname, layout in layouts.items():
+                set_layout(explainer, layout)
+                for name, fn in contenders.items():
+                    times.setdefault(_key(name, lname, args.layouts), []).append(_time(fn, device))
+    set_layout(explainer, True)
     inference_peak = _peak_mb(device)
 
     cfg = TrainConfig(data=[], out="")
@@ -101,8 +126,15 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    step()  # warm-up
-    train_times = [_time(step, device) for _ in range(args.train_steps)]
+    train_times: dict[str, list[float]] = {}
+    for layout in layouts.values():  # warm-up
+        set_layout(explainer, layout)
+        step()
+    for _ in range(args.train_steps):
+        for lname, layout in layouts.items():
+            set_layout(explainer, layout)
+            train_times.setdefault(lname, []).append(_time(step, device))
+    set_layout(explainer, True)
 
     b = args.batch_size
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -112,21 +144,29 @@ def main() -> None:
           f"{explainer.aux_sizes}, batch {b}, median of {args.repeats}")
     for name, t in med.items():
         print(f"  {name:26s} {b / t:8.1f} images/s   ({1000 * t / b:6.1f} ms/image)")
-    print(f"  ratio explain(given)/backbone forward: {med['explain (given classes)'] / med['backbone forward']:.2f} "
+    m = {name: med[_key(name, "channels-last", args.layouts)] for name in contenders}  # the shipped layout
+    print(f"  ratio explain(given)/backbone forward: {m['explain (given classes)'] / m['backbone forward']:.2f} "
           "(cost of one explanation in backbone forwards)")
-    print(f"  ratio explain(top-1)/backbone forward: {med['explain (backbone top-1)'] / med['backbone forward']:.2f}")
-    if "explain, one pass (given)" in med:
+    print(f"  ratio explain(top-1)/backbone forward: {m['explain (backbone top-1)'] / m['backbone forward']:.2f}")
+    if "explain, one pass (given)" in m:
         print(f"  ratio explain one pass(given)/backbone forward: "
-              f"{med['explain, one pass (given)'] / med['backbone forward']:.2f}")
-    given = med["explain (given classes)"] / b
+              f"{m['explain, one pass (given)'] / m['backbone forward']:.2f}")
+    given = m["explain (given classes)"] / b
     for name in filter(None, args.baselines.split(",")):
         method = build_method(name, backbone, explainer)
         n = min(args.baseline_images, b)
         seconds = _time(lambda: method(images[:n], targets[:n]), device) / n
-        one = med.get("explain, one pass (given)")
+        one = m.get("explain, one pass (given)")
         print(f"  {name:26s} {seconds:8.2f} s/map ({n} images, once)   ratio to explain(given): {seconds / given:,.0f}x"
               + (f", to one pass: {seconds / (one / b):,.0f}x" if one else ""))
-    print(f"  training                   {b / statistics.median(train_times):8.1f} images/s")
+    for lname, ts in train_times.items():
+        print(f"  {_key('training', lname, args.layouts):26s} {b / statistics.median(ts):8.1f} images/s")
+    if args.layouts:
+        med_train = {k: statistics.median(v) for k, v in train_times.items()}
+        for name in [*contenders, "training"]:
+            slow, fast = ((med_train["contiguous"], med_train["channels-last"]) if name == "training"
+                          else (med[_key(name, "contiguous", True)], m[name]))
+            print(f"  layout ratio, {name}: contiguous / channels-last time = {slow / fast:.2f}")
     print(f"  peak memory: inference {inference_peak}; after training {_peak_mb(device)}")
 
 

@@ -105,3 +105,38 @@ def test_extractors_sharing_one_auxiliary_leave_no_hooks(tiny_aux):
     fa, fb = a(x), b(x)
     assert torch.equal(fa[-1], fb[0])
     assert all(not m._forward_hooks for m in tiny_aux.modules())
+
+
+# Lite0 with its real (offline) weights: random ones saturate ReLU6 units, where rounding flips gradients
+@pytest.mark.parametrize("name,weights", [("efficientnet_lite0", None), ("torchvision:resnet18", "random")])
+def test_loaded_classifiers_run_channels_last_and_agree_with_contiguous(name, weights):
+    torch.manual_seed(0)
+    clf = load_classifier(name, weights)
+    assert clf.channels_last
+    conv = next(m for m in clf.modules() if isinstance(m, nn.Conv2d))
+    seen = []
+    handle = conv.register_forward_pre_hook(
+        lambda _m, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.rand(2, 3, *clf.input_size)
+
+    def logits_and_input_grad():
+        xi = x.clone().requires_grad_(True)
+        out = clf(xi)
+        out[:, 3].sum().backward()  # a trained perturbation backpropagates to the image
+        return out.detach(), xi.grad
+
+    fast = logits_and_input_grad()
+    clf.channels_last = False
+    plain = logits_and_input_grad()
+    handle.remove()
+    assert seen == [True, False]
+    for a, b in zip(fast, plain):  # logits, then input gradients: the same up to float rounding
+        assert (a - b).norm() <= 1e-4 * b.norm()
+    assert all(p.is_contiguous() for p in clf.parameters())  # weights save as they are (safetensors)
+
+
+def test_wrapped_modules_get_their_input_as_given():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(5))
+    clf = Classifier(net, name="x", input_size=8, num_classes=5)
+    assert not clf.channels_last
+    assert clf(torch.rand(2, 3, 8, 8)).shape == (2, 5)
