@@ -142,8 +142,9 @@ def main() -> None:
           f"{'' if device.type == 'cuda' else 'cores, '}{torch.get_num_threads()} threads), torch {torch.__version__}")
     print(f"backbone {backbone.name} at {explainer.input_size}, auxiliary {explainer.auxiliary.name} at "
           f"{explainer.aux_sizes}, batch {b}, median of {args.repeats}")
+    width = max(26, *(len(k) for k in med))
     for name, t in med.items():
-        print(f"  {name:26s} {b / t:8.1f} images/s   ({1000 * t / b:6.1f} ms/image)")
+        print(f"  {name:{width}s} {b / t:8.1f} images/s   ({1000 * t / b:6.1f} ms/image)")
     m = {name: med[_key(name, "channels-last", args.layouts)] for name in contenders}  # the shipped layout
     print(f"  ratio explain(given)/backbone forward: {m['explain (given classes)'] / m['backbone forward']:.2f} "
           "(cost of one explanation in backbone forwards)")
@@ -157,10 +158,10 @@ def main() -> None:
         n = min(args.baseline_images, b)
         seconds = _time(lambda: method(images[:n], targets[:n]), device) / n
         one = m.get("explain, one pass (given)")
-        print(f"  {name:26s} {seconds:8.2f} s/map ({n} images, once)   ratio to explain(given): {seconds / given:,.0f}x"
+        print(f"  {name:{width}s} {seconds:8.2f} s/map ({n} images, once)   ratio to explain(given): {seconds / given:,.0f}x"
               + (f", to one pass: {seconds / (one / b):,.0f}x" if one else ""))
     for lname, ts in train_times.items():
-        print(f"  {_key('training', lname, args.layouts):26s} {b / statistics.median(ts):8.1f} images/s")
+        print(f"  {_key('training', lname, args.layouts):{width}s} {b / statistics.median(ts):8.1f} images/s")
     if args.layouts:
         med_train = {k: statistics.median(v) for k, v in train_times.items()}
         for name in [*contenders, "training"]:

@@ -43,6 +43,7 @@ def test_short_run_saves_explainer_and_checkpoint(tmp_path, image_folder):
     steps = _log(out)
     assert [s["step"] for s in steps] == list(range(1, 7))
     assert {"ce", "area", "tv", "loss"} <= set(steps[0])
+    assert all(s["step_s"] > 0 for s in steps)  # each step's wall time, for step-time figures
     assert explainer.training_info["images"] == 12
 
 

@@ -450,6 +450,7 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
 
         bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     last_terms: dict[str, float] = {}
+    step_end = time.perf_counter()
     try:
         while step < total_steps:
             epoch, batch_in_epoch = divmod(step, steps_per_epoch)
@@ -486,8 +487,12 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
                 scheduler.step()
                 step += 1
                 last_terms = {"loss": loss.item()} | {k: v.item() for k, v in terms.items()}
+                # wall seconds since the previous step ended: loading, the step itself and logging
+                now = time.perf_counter()
+                step_s, step_end = now - step_end, now
                 if env.is_main:
-                    record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0]} | last_terms
+                    record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
+                              "step_s": round(step_s, 3)} | last_terms
                     log.write(json.dumps(record) + "\n")  # type: ignore[union-attr]
                     log.flush()  # type: ignore[union-attr]
                     if bar is not None:
