@@ -135,8 +135,22 @@ def test_loaded_classifiers_run_channels_last_and_agree_with_contiguous(name, we
     assert all(p.is_contiguous() for p in clf.parameters())  # weights save as they are (safetensors)
 
 
+class _ViewsItsInput(nn.Module):
+    """A wrapped module that .view()s its input, which only a contiguous tensor allows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.view(x.shape[0], -1))
+
+
 def test_wrapped_modules_get_their_input_as_given():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(5))
-    clf = Classifier(net, name="x", input_size=8, num_classes=5)
+    clf = Classifier(_ViewsItsInput(), name="x", input_size=8, num_classes=5)
     assert not clf.channels_last
-    assert clf(torch.rand(2, 3, 8, 8)).shape == (2, 5)
+    x = torch.rand(2, 3, 8, 8)
+    assert clf(x).shape == (2, 5)
+    clf.channels_last = True  # opting in is the wrapper's choice: this module cannot take it
+    with pytest.raises(RuntimeError, match="view"):
+        clf(x)

@@ -118,10 +118,10 @@ class Classifier(nn.Module):
             raise ValueError(f"num_classes={num_classes} but {len(class_names)} class names given")
         self.class_names: list[str] = list(class_names)
         self.weights_ref: str | None = None
-        # feed the network channels-last images: its convolutions then run in that layout, about 20%
-        # faster forward and forward + backward on the CPU (scripts/benchmark.py --layouts), same values up
-        # to float rounding. Off for wrapped modules, which may .view() their input; load_classifier turns
-        # it on for the convolutional networks it builds. The weights stay contiguous (saveable as they are).
+        # feed the network channels-last images: its convolutions then run in that layout, 20-40% faster
+        # on the CPU (scripts/benchmark.py --layouts), same values up to float rounding. Off for wrapped
+        # modules, which may .view() their input; load_classifier turns it on for the networks it builds.
+        # The weights stay contiguous (saveable as they are).
         self.channels_last = False
         self.register_buffer("_mean", torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.preprocessing.std).view(1, 3, 1, 1), persistent=False)
