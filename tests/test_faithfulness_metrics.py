@@ -16,6 +16,7 @@ from ptame.metrics import (
     linear_inpaint,
     relevance_order,
     road,
+    telea_inpaint,
     trapezoid_auc,
 )
 
@@ -80,6 +81,23 @@ def test_road_by_hand(imputation):
     # a map that points elsewhere is judged the other way round
     flipped = road(clf, x, 1 - m, imputation=imputation)
     assert flipped["morf_auc"] > out["morf_auc"] and flipped["lerf_auc"] < out["lerf_auc"]
+
+
+def test_telea_fills_each_image_as_opencv_does_alone():
+    import cv2
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 23, 31, generator=g)
+    removed = torch.rand(6, 23, 31, generator=g) < 0.3
+    removed[2] = False  # nothing to fill: the image comes back unchanged
+    out = telea_inpaint(x, removed)  # the images are filled on several threads
+    assert torch.equal(out[2], x[2])
+    for i in (0, 1, 3, 4, 5):
+        as_uint8 = (x[i].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        alone = cv2.inpaint(as_uint8, removed[i].to(torch.uint8).numpy(), 3, cv2.INPAINT_TELEA)
+        expect = torch.where(removed[i], torch.from_numpy(alone).permute(2, 0, 1) / 255.0, x[i])
+        assert torch.equal(out[i], expect)
+        assert not torch.equal(out[i], x[i])
 
 
 def test_deletion_insertion_by_hand():
