@@ -63,8 +63,22 @@ def set_layout(explainer, channels_last: bool) -> None:
     explainer.auxiliary.channels_last = channels_last
 
 
-def _key(name: str, layout: str, tag: bool) -> str:
-    return f"{name} [{layout}]" if tag else name
+def time_by_layout(explainer, fns: dict, layouts: dict[str, bool], repeats: int,
+                   device: torch.device) -> dict[tuple[str, str], float]:
+    """Median seconds of each ``fns`` entry in each layout, keyed ``(name, layout)``: one warm-up call
+    each, then ``repeats`` rounds in which the layouts alternate, so drift hits all alike."""
+    times: dict[tuple[str, str], list[float]] = {}
+    for channels_last in layouts.values():
+        set_layout(explainer, channels_last)
+        for fn in fns.values():
+            fn()
+    for _ in range(repeats):
+        for layout, channels_last in layouts.items():
+            set_layout(explainer, channels_last)
+            for name, fn in fns.items():
+                times.setdefault((name, layout), []).append(_time(fn, device))
+    set_layout(explainer, True)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -101,18 +115,8 @@ def main() -> None:
     layouts = {"channels-last": True}
     if args.layouts:
         layouts["contiguous"] = False
-    times: dict[str, list[float]] = {}
     with torch.no_grad():
-        for layout in layouts.values():  # warm-up, each layout once
-            set_layout(explainer, layout)
-            for fn in contenders.values():
-                fn()
-        for _ in range(args.repeats):
-            for lname, layout in layouts.items():
-                set_layout(explainer, layout)
-                for name, fn in contenders.items():
-                    times.setdefault(_key(name, lname, args.layouts), []).append(_time(fn, device))
-    set_layout(explainer, True)
+        med = time_by_layout(explainer, contenders, layouts, args.repeats, device)
     inference_peak = _peak_mb(device)
 
     cfg = TrainConfig(data=[], out="")
@@ -126,26 +130,21 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    train_times: dict[str, list[float]] = {}
-    for layout in layouts.values():  # warm-up
-        set_layout(explainer, layout)
-        step()
-    for _ in range(args.train_steps):
-        for lname, layout in layouts.items():
-            set_layout(explainer, layout)
-            train_times.setdefault(lname, []).append(_time(step, device))
-    set_layout(explainer, True)
+    med_train = time_by_layout(explainer, {"training": step}, layouts, args.train_steps, device)
 
     b = args.batch_size
-    med = {k: statistics.median(v) for k, v in times.items()}
+
+    def label(name: str, layout: str) -> str:
+        return f"{name} [{layout}]" if args.layouts else name
+
     print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else os.cpu_count()} "
           f"{'' if device.type == 'cuda' else 'cores, '}{torch.get_num_threads()} threads), torch {torch.__version__}")
     print(f"backbone {backbone.name} at {explainer.input_size}, auxiliary {explainer.auxiliary.name} at "
           f"{explainer.aux_sizes}, batch {b}, median of {args.repeats}")
-    width = max(26, *(len(k) for k in med))
-    for name, t in med.items():
-        print(f"  {name:{width}s} {b / t:8.1f} images/s   ({1000 * t / b:6.1f} ms/image)")
-    m = {name: med[_key(name, "channels-last", args.layouts)] for name in contenders}  # the shipped layout
+    width = max(26, *(len(label(*k)) for k in med))
+    for key, t in med.items():
+        print(f"  {label(*key):{width}s} {b / t:8.1f} images/s   ({1000 * t / b:6.1f} ms/image)")
+    m = {name: med[(name, "channels-last")] for name in contenders}  # the shipped layout
     print(f"  ratio explain(given)/backbone forward: {m['explain (given classes)'] / m['backbone forward']:.2f} "
           "(cost of one explanation in backbone forwards)")
     print(f"  ratio explain(top-1)/backbone forward: {m['explain (backbone top-1)'] / m['backbone forward']:.2f}")
@@ -160,14 +159,13 @@ def main() -> None:
         one = m.get("explain, one pass (given)")
         print(f"  {name:{width}s} {seconds:8.2f} s/map ({n} images, once)   ratio to explain(given): {seconds / given:,.0f}x"
               + (f", to one pass: {seconds / (one / b):,.0f}x" if one else ""))
-    for lname, ts in train_times.items():
-        print(f"  {_key('training', lname, args.layouts):{width}s} {b / statistics.median(ts):8.1f} images/s")
+    for key, t in med_train.items():
+        print(f"  {label(*key):{width}s} {b / t:8.1f} images/s")
     if args.layouts:
-        med_train = {k: statistics.median(v) for k, v in train_times.items()}
+        med |= med_train
         for name in [*contenders, "training"]:
-            slow, fast = ((med_train["contiguous"], med_train["channels-last"]) if name == "training"
-                          else (med[_key(name, "contiguous", True)], m[name]))
-            print(f"  layout ratio, {name}: contiguous / channels-last time = {slow / fast:.2f}")
+            ratio = med[(name, "contiguous")] / med[(name, "channels-last")]
+            print(f"  layout ratio, {name}: contiguous / channels-last time = {ratio:.2f}")
     print(f"  peak memory: inference {inference_peak}; after training {_peak_mb(device)}")
 
 
