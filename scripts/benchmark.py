@@ -8,7 +8,7 @@ memory. Timings alternate between the contenders so drift hits all alike.
     python scripts/benchmark.py [--batch-size 16] [--repeats 5] [--device cpu]
         [--baselines gradcam,scorecam --baseline-images 2]
 
-``--baselines`` also times those methods (``ptame evaluate``'s names) once each
+``--baselines`` also times those methods (``glancemap evaluate``'s names) once each
 on the first ``--baseline-images`` images of the batch, in the same run, so the
 cost ratios against them come from one machine state.
 
@@ -32,10 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ptame import load_explainer  # noqa: E402
-from ptame.evaluation import build_method  # noqa: E402
-from ptame.explainer import PTameLoss  # noqa: E402
-from ptame.training import TrainConfig, training_step  # noqa: E402
+from glancemap import load_explainer  # noqa: E402
+from glancemap.evaluation import build_method  # noqa: E402
+from glancemap.explainer import PTameLoss  # noqa: E402
+from glancemap.training import TrainConfig, training_step  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fresh machine -> overlays: installs ptame, explains scikit-image's sample photos with the shipped explainer.
+# Fresh machine -> overlays: installs glancemap, explains scikit-image's sample photos with the shipped explainer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ptame demo --out "${1:-demo}"
+.venv/bin/glancemap demo --out "${1:-demo}"

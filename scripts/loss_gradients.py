@@ -1,6 +1,6 @@
 """How hard each loss term pulls on the head: the norm of each weighted term's gradient.
 
-Runs one training step's forward pass (``ptame.training.training_step``, the
+Runs one training step's forward pass (``glancemap.training.training_step``, the
 trainer's own code) on a batch of training crops with an explainer's head,
 and prints each term's value, weight and the norm of the gradient of
 ``weight * term`` with respect to the head's trainable weights.
@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ptame import load_explainer  # noqa: E402
-from ptame.explainer import LossWeights, PTameLoss  # noqa: E402
-from ptame.training import training_step  # noqa: E402
-from ptame.training.data import list_images, load_image  # noqa: E402
+from glancemap import load_explainer  # noqa: E402
+from glancemap.explainer import LossWeights, PTameLoss  # noqa: E402
+from glancemap.training import training_step  # noqa: E402
+from glancemap.training.data import list_images, load_image  # noqa: E402
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ read-out weights minus the mean of the k classes the auxiliary scores highest
 after c (``c0``: minus the auxiliary's softmax-weighted mean of all classes).
 ``x:<folder>`` scores another saved explainer's head, one pass like the
 other variants (its own multi-scale setting is not applied). Every variant is
-paired, image by image, with the methods of a finished ``ptame evaluate`` run
+paired, image by image, with the methods of a finished ``glancemap evaluate`` run
 on the same files (docs/results.md, "Why P-TAME still trails").
 
     python scripts/map_variants.py splits/dev.txt --paired-with runs/eval-efficientnet_lite2 \
@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from ptame import load_explainer
-from ptame.evaluation import mean_and_se, read_results
-from ptame.explainer.head import SharedReadoutHead
-from ptame.explainer.perturbation import minmax_normalize, remove_regions, resize_maps
-from ptame.metrics import confidence_change, gaussian_blur, relevance_order, removed_masks, road, telea_inpaint
-from ptame.models.classifier import find_linear_classifier
-from ptame.training import load_image
+from glancemap import load_explainer
+from glancemap.evaluation import mean_and_se, read_results
+from glancemap.explainer.head import SharedReadoutHead
+from glancemap.explainer.perturbation import minmax_normalize, remove_regions, resize_maps
+from glancemap.metrics import confidence_change, gaussian_blur, relevance_order, removed_masks, road, telea_inpaint
+from glancemap.models.classifier import find_linear_classifier
+from glancemap.training import load_image
 
 
 def contrastive_readout(explainer, targets: torch.Tensor, k: int):
@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("files", help="a .txt list of images (e.g. splits/dev.txt)")
     ap.add_argument("--explainer", default="default")
     ap.add_argument("--variants", default="", help="comma-separated, e.g. s260,f,b8")
-    ap.add_argument("--paired-with", type=Path, help="a ptame evaluate folder scored on the same files")
+    ap.add_argument("--paired-with", type=Path, help="a glancemap evaluate folder scored on the same files")
     ap.add_argument("--against", default="ptame,gradcam,gradcam++,scorecam", help="its methods to pair with")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=25)

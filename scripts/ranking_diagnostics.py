@@ -15,11 +15,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ptame import load_explainer
-from ptame.baselines import AuxiliaryCAM, GradCamMethod
-from ptame.metrics import gaussian_blur, road
-from ptame.sanity import spearman
-from ptame.training import imagenet_sample_split, load_image
+from glancemap import load_explainer
+from glancemap.baselines import AuxiliaryCAM, GradCamMethod
+from glancemap.metrics import gaussian_blur, road
+from glancemap.sanity import spearman
+from glancemap.training import imagenet_sample_split, load_image
 
 
 def main() -> None:

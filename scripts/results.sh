@@ -1,28 +1,28 @@
 #!/usr/bin/env bash
 # Regenerates every table in docs/results.md from the shipped explainers (about 5 h on a 2-core CPU, where
-# Score-CAM, Ablation-CAM, RISE and Opti-CAM take most of it; DEVICE=cuda runs everything on a GPU; set PTAME_SAMPLE_DIR
+# Score-CAM, Ablation-CAM, RISE and Opti-CAM take most of it; DEVICE=cuda runs everything on a GPU; set GLANCEMAP_SAMPLE_DIR
 # if the ImageNet sample is not at ../shared/data/imagenet-sample). The "P-TAME (previous)" and
 # "P-TAME (per-class)" rows of docs/results.md are earlier default heads (git history, commits 8908426 and
-# faaaa1f, src/ptame/weights/default): add them with --also previous=DIR --also per-class=DIR after
+# faaaa1f, src/glancemap/weights/default): add them with --also previous=DIR --also per-class=DIR after
 # checking those heads out into two folders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SAMPLE=${PTAME_SAMPLE_DIR:-../shared/data/imagenet-sample}
+SAMPLE=${GLANCEMAP_SAMPLE_DIR:-../shared/data/imagenet-sample}
 bash scripts/setup.sh
-PTAME=.venv/bin/ptame
+GLANCEMAP=.venv/bin/glancemap
 DEVICE=${DEVICE:-auto}
-$PTAME split "$SAMPLE" --out splits
+$GLANCEMAP split "$SAMPLE" --out splits
 
 # Lite2: every method; costly ones on the first images only (stated in the table's n column)
-$PTAME evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \
+$GLANCEMAP evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \
   --methods ptame,ptame-single,gradcam,gradcam++,scorecam,ablationcam,layercam,eigencam,rise,opticam,auxcam,gaussian,random \
   --limit-for opticam=100 --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
   --limit-for scorecam=196 --limit-for ablationcam=100 --limit-for rise=16 --device "$DEVICE"
 
 # Lite1 with the same Lite0 auxiliary (its own trained head, shipped as efficientnet_lite1)
-$PTAME evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/eval-efficientnet_lite1 \
+$GLANCEMAP evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/eval-efficientnet_lite1 \
   --deletion-steps 6 --methods ptame,ptame-single,gradcam,gradcam++,auxcam,gaussian --limit 100 --device "$DEVICE"
 
 # Cascading randomisation of the Lite2 backbone
-$PTAME sanity --data splits/dev.txt --train-data splits/train.txt --explainer default --out runs/sanity \
+$GLANCEMAP sanity --data splits/dev.txt --train-data splits/train.txt --explainer default --out runs/sanity \
   --methods ptame,gradcam,gradcam++,auxcam --images 16 --max-stages 4 --ptame-steps 60 --device "$DEVICE"

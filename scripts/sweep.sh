@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Trains several explainer heads side by side on one GPU (each a background `ptame train`), as in the
+# Trains several explainer heads side by side on one GPU (each a background `glancemap train`), as in the
 # sweep of docs/results.md. Each line of VARIANTS is "NAME ptame-train-options..."; '#' lines are skipped.
 #   bash scripts/sweep.sh DATA OUT EPOCHS VARIANTS      e.g. bash scripts/sweep.sh splits/train.txt runs/sweep 48 scripts/sweep_lite2.txt
-# Then compare the heads on the same images:  ptame evaluate ... --also NAME=OUT/NAME/explainer
+# Then compare the heads on the same images:  glancemap evaluate ... --also NAME=OUT/NAME/explainer
 set -euo pipefail
 DATA=$1 OUT=$2 EPOCHS=$3 VARIANTS=$4
-PTAME=${PTAME:-ptame}
+GLANCEMAP=${GLANCEMAP:-glancemap}
 mkdir -p "$OUT"
 pids=()
 while read -r name opts; do
   [[ -z "$name" || "$name" == \#* ]] && continue
   # shellcheck disable=SC2086  # the options are meant to split
-  $PTAME train "$DATA" --out "$OUT/$name" --epochs "$EPOCHS" --batch-size 32 --workers 2 --no-progress \
+  $GLANCEMAP train "$DATA" --out "$OUT/$name" --epochs "$EPOCHS" --batch-size 32 --workers 2 --no-progress \
     --checkpoint-every 100 $opts > "$OUT/$name.log" 2>&1 &
   pids+=($!)
   echo "started $name: $opts"

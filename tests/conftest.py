@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ptame import PTameExplainer, load_classifier
+from glancemap import PTameExplainer, load_classifier
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -17,7 +17,7 @@ TINY_AUX = "test_resnet"
 
 
 def shared_sample_dir() -> Path | None:
-    env = os.environ.get("PTAME_SAMPLE_DIR")
+    env = os.environ.get("GLANCEMAP_SAMPLE_DIR")
     candidates = [Path(env)] if env else []
     root = Path(__file__).resolve().parents[1]
     candidates += [root.parent / "shared" / "data" / "imagenet-sample", root / "shared" / "data" / "imagenet-sample"]
@@ -31,7 +31,7 @@ def shared_sample_dir() -> Path | None:
 def sample_dir() -> Path:
     d = shared_sample_dir()
     if d is None:
-        pytest.skip("shared ImageNet sample not found: set PTAME_SAMPLE_DIR or put it at ../shared/data/imagenet-sample")
+        pytest.skip("shared ImageNet sample not found: set GLANCEMAP_SAMPLE_DIR or put it at ../shared/data/imagenet-sample")
     return d
 
 

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from ptame.cli import main
+from glancemap.cli import main
 
 from .test_training import TINY
 
@@ -56,16 +56,16 @@ def test_recipe_options_reach_the_saved_explainer(tmp_path, image_folder, capsys
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "ptame.cli", "explain", str(tmp_path), "--explainer",
+    run = subprocess.run([sys.executable, "-m", "glancemap.cli", "explain", str(tmp_path), "--explainer",
                           str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert run.returncode == 2
-    assert "not a ptame explainer" in run.stderr and "Traceback" not in run.stderr
+    assert "not a glancemap explainer" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_import_option_registers_custom_models(tmp_path, monkeypatch, capsys):
     (tmp_path / "my_models.py").write_text(
         "import torch.nn as nn\n"
-        "from ptame import Classifier, register_classifier\n"
+        "from glancemap import Classifier, register_classifier\n"
         "net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))\n"
         "register_classifier('toy_cli_net', lambda w: Classifier(net, name='toy_cli_net', input_size=32, num_classes=3))\n"
     )

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from ptame.baselines import CenteredGaussian
-from ptame.evaluation import EvaluationMismatchError, MetricConfig, Run, run_evaluation, summarize, write_tables
-from ptame.training.data import list_images
+from glancemap.baselines import CenteredGaussian
+from glancemap.evaluation import EvaluationMismatchError, MetricConfig, Run, run_evaluation, summarize, write_tables
+from glancemap.training.data import list_images
 
 FAST = MetricConfig(road_fractions=(0.2, 0.6), deletion_steps=2)
 
@@ -82,7 +82,7 @@ def test_other_settings_refuse_the_folder(tmp_path, tiny_backbone, image_folder)
 
 
 def test_evaluate_command(tmp_path, tiny_explainer, image_folder, capsys):
-    from ptame.cli import main
+    from glancemap.cli import main
 
     tiny_explainer.save(tmp_path / "expl")
     (image_folder / "broken.png").write_bytes(b"not a png")
@@ -109,7 +109,7 @@ def test_evaluate_command(tmp_path, tiny_explainer, image_folder, capsys):
 
 
 def test_paired_differences_by_hand(tmp_path):
-    from ptame.evaluation import paired_differences, write_paired_table
+    from glancemap.evaluation import paired_differences, write_paired_table
 
     lines = [{"method": "ptame", "file": "a", "AD@100": 10.0}, {"method": "ptame", "file": "b", "AD@100": 20.0},
              {"method": "gradcam", "file": "a", "AD@100": 15.0}, {"method": "gradcam", "file": "b", "AD@100": 21.0},
@@ -123,7 +123,7 @@ def test_paired_differences_by_hand(tmp_path):
 
 
 def test_evaluate_multi_scale_counts_passes_and_keeps_folders_apart(tmp_path, tiny_explainer, image_folder, capsys):
-    from ptame.cli import main
+    from glancemap.cli import main
 
     tiny_explainer.save(tmp_path / "expl")
     out = tmp_path / "ev"

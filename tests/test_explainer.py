@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from ptame import ExplainerMismatchError, PTameExplainer, load_classifier, load_explainer
+from glancemap import ExplainerMismatchError, PTameExplainer, load_classifier, load_explainer
 
 
 def test_maps_shapes_and_range(tiny_explainer):
@@ -66,10 +66,26 @@ def test_save_load_round_trip(tmp_path, tiny_explainer, tiny_backbone, tiny_aux)
     tiny_explainer.save(tmp_path / "e")
     cfg = json.loads((tmp_path / "e" / "config.json").read_text())
     assert cfg["backbone"]["name"] == tiny_backbone.name and cfg["num_classes"] == tiny_backbone.num_classes
-    assert cfg["ptame_version"] and cfg["layers"] == tiny_explainer.layers
+    assert cfg["glancemap_version"] and cfg["layers"] == tiny_explainer.layers
     loaded = load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux)
     x = torch.rand(2, 3, *tiny_explainer.input_size)
     assert torch.equal(tiny_explainer(x, [0, 1]), loaded(x, [0, 1]))
+
+
+def test_folder_written_under_the_old_name_still_loads(tmp_path, tiny_explainer, tiny_backbone, tiny_aux):
+    tiny_explainer.save(tmp_path / "old")
+    path = tmp_path / "old" / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["format"] = "ptame-explainer/1"  # as written before the project was renamed
+    cfg["ptame_version"] = cfg.pop("glancemap_version")
+    path.write_text(json.dumps(cfg))
+    loaded = load_explainer(tmp_path / "old", backbone=tiny_backbone, auxiliary=tiny_aux)
+    x = torch.rand(2, 3, *tiny_explainer.input_size)
+    assert torch.equal(tiny_explainer(x, [0, 1]), loaded(x, [0, 1]))
+    cfg["format"] = "someone-else/1"
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unknown format"):
+        load_explainer(tmp_path / "old", backbone=tiny_backbone, auxiliary=tiny_aux)
 
 
 def test_mismatched_explainer_is_refused(tmp_path, tiny_explainer, tiny_backbone, tiny_aux):
@@ -94,12 +110,12 @@ def test_head_file_for_another_class_count_is_refused(tmp_path, tiny_backbone, t
 
 
 def test_not_an_explainer_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a ptame explainer"):
+    with pytest.raises(FileNotFoundError, match="not a glancemap explainer"):
         load_explainer(tmp_path)
 
 
 def test_shipped_default_config_is_readable():
-    from ptame.explainer import read_explainer_config
+    from glancemap.explainer import read_explainer_config
 
     cfg = read_explainer_config("default")
     assert cfg["backbone"]["name"] == "efficientnet_lite2"
@@ -108,8 +124,8 @@ def test_shipped_default_config_is_readable():
 
 
 def test_shipped_explainers_by_name():
-    from ptame.explainer import read_explainer_config
-    from ptame.explainer.explainer import shipped_explainers
+    from glancemap.explainer import read_explainer_config
+    from glancemap.explainer.explainer import shipped_explainers
 
     assert {"default", "efficientnet_lite1"} <= set(shipped_explainers())
     cfg = read_explainer_config("efficientnet_lite1")

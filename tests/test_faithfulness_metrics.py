@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ptame import Classifier
-from ptame.metrics import (
+from glancemap import Classifier
+from glancemap.metrics import (
     PassCounter,
     confidence_change,
     deletion_insertion,
@@ -113,7 +113,7 @@ def test_deletion_insertion_by_hand():
 
 
 def test_pass_counter_counts_images_forward_and_backward(tiny_backbone):
-    from ptame.baselines import RISE, GradCamMethod
+    from glancemap.baselines import RISE, GradCamMethod
 
     x = torch.rand(2, 3, *tiny_backbone.input_size)
     with PassCounter(backbone=tiny_backbone) as c:

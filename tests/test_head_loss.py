@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ptame.explainer import AttentionHead, LossWeights, PTameLoss, area_loss, minmax_normalize, perturb, total_variation
+from glancemap.explainer import AttentionHead, LossWeights, PTameLoss, area_loss, minmax_normalize, perturb, total_variation
 
 
 def _features(b=2):
@@ -110,7 +110,7 @@ def test_minmax_normalize():
 def test_destroy_term_by_hand():
     import math
 
-    from ptame.explainer.loss import LossWeights, PTameLoss, destroy_loss
+    from glancemap.explainer.loss import LossWeights, PTameLoss, destroy_loss
 
     logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # target probabilities 1/2 and 3/4
     targets = torch.tensor([0, 0])
@@ -124,7 +124,7 @@ def test_destroy_term_by_hand():
 
 
 def _shared_and_per_class(readout):
-    from ptame.explainer import SharedReadoutHead
+    from glancemap.explainer import SharedReadoutHead
 
     shared = SharedReadoutHead([4, 6, 5], readout).eval()
     per_class = AttentionHead([4, 6, 5], num_classes=readout.shape[0], bias=True).eval()
@@ -175,7 +175,7 @@ def test_shared_head_trains_classes_absent_from_the_batch():
 
 
 def test_diffuse_removal_fills_only_from_kept_pixels():
-    from ptame.explainer.perturbation import remove_regions
+    from glancemap.explainer.perturbation import remove_regions
 
     torch.manual_seed(0)
     img = torch.rand(1, 3, 32, 32)
@@ -200,7 +200,7 @@ def test_diffuse_removal_fills_only_from_kept_pixels():
 
 
 def test_top_fraction_mask_is_hard_forward_and_soft_backward():
-    from ptame.explainer.perturbation import top_fraction_mask
+    from glancemap.explainer.perturbation import top_fraction_mask
 
     torch.manual_seed(0)
     scores = torch.randn(3, 1, 10, 10, requires_grad=True)
@@ -223,7 +223,7 @@ def test_top_fraction_mask_is_hard_forward_and_soft_backward():
 
 
 def test_inpaint_fill_reaches_the_middle_of_large_holes():
-    from ptame.explainer.perturbation import remove_regions
+    from glancemap.explainer.perturbation import remove_regions
 
     img = torch.full((1, 3, 64, 64), 0.6)
     img[..., 20:44, 20:44] = torch.rand(1, 3, 24, 24)  # an object on a flat background
@@ -238,7 +238,7 @@ def test_inpaint_fill_reaches_the_middle_of_large_holes():
 def test_rank_destroy_term_by_hand():
     import math
 
-    from ptame.explainer.loss import LossWeights, PTameLoss
+    from glancemap.explainer.loss import LossWeights, PTameLoss
 
     logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
     targets = torch.tensor([0, 0])

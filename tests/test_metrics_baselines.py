@@ -1,9 +1,9 @@
 import torch
 import torch.nn as nn
 
-from ptame import Classifier
-from ptame.baselines import CenteredGaussian, UniformRandom
-from ptame.metrics import confidence_change, keep_top_fraction
+from glancemap import Classifier
+from glancemap.baselines import CenteredGaussian, UniformRandom
+from glancemap.metrics import confidence_change, keep_top_fraction
 
 
 def test_keep_top_fraction_keeps_soft_values():
@@ -46,7 +46,7 @@ def test_baselines_shapes_and_ranges():
 
 
 def test_cam_family_through_grad_cam_package(tiny_backbone):
-    from ptame.baselines import GradCamMethod
+    from glancemap.baselines import GradCamMethod
 
     x = torch.rand(2, 3, *tiny_backbone.input_size)
     for method in ["gradcam", "gradcam++", "layercam", "eigencam", "scorecam"]:
@@ -56,7 +56,7 @@ def test_cam_family_through_grad_cam_package(tiny_backbone):
 
 
 def test_score_cam_in_image_chunks_gives_the_whole_batch_maps(tiny_backbone, monkeypatch):
-    from ptame.baselines import GradCamMethod
+    from glancemap.baselines import GradCamMethod
 
     x = torch.rand(5, 3, *tiny_backbone.input_size)
     t = torch.tensor([1, 2, 3, 4, 5])
@@ -79,7 +79,7 @@ def test_score_cam_in_image_chunks_gives_the_whole_batch_maps(tiny_backbone, mon
 def test_score_and_ablation_cam_print_no_progress_bars(tiny_backbone, capsys):
     import pytorch_grad_cam.score_cam
 
-    from ptame.baselines import GradCamMethod
+    from glancemap.baselines import GradCamMethod
 
     x = torch.rand(2, 3, *tiny_backbone.input_size)
     for method in ["scorecam", "ablationcam"]:
@@ -93,8 +93,8 @@ def test_score_and_ablation_cam_print_no_progress_bars(tiny_backbone, capsys):
 
 def test_gradcam_matches_plain_autograd(tiny_backbone):
     """Grad-CAM by hand: ReLU(sum_c mean(dy/dA_c) * A_c), upsampled and min-max normalised."""
-    from ptame.baselines import GradCamMethod, default_target_layer
-    from ptame.explainer import minmax_normalize, resize_maps
+    from glancemap.baselines import GradCamMethod, default_target_layer
+    from glancemap.explainer import minmax_normalize, resize_maps
 
     # its own generator: a class whose gradient-weighted map is negative everywhere has a constant
     # (all-zero) CAM, which no correlation can compare, so only non-constant cases are checked
@@ -121,7 +121,7 @@ def test_gradcam_matches_plain_autograd(tiny_backbone):
 
 def test_rise_is_seeded_and_finds_the_bright_half():
     clf = Classifier(_MeanBrightness(), name="toy", input_size=8, num_classes=2, mean=(0, 0, 0), std=(1, 1, 1))
-    from ptame.baselines import RISE
+    from glancemap.baselines import RISE
 
     x = torch.zeros(1, 3, 8, 8)
     x[..., :, :4] = 1.0  # only the left half carries evidence for class 0
@@ -132,8 +132,8 @@ def test_rise_is_seeded_and_finds_the_bright_half():
 
 
 def test_auxiliary_cam_by_hand():
-    from ptame import load_classifier
-    from ptame.baselines import AuxiliaryCAM
+    from glancemap import load_classifier
+    from glancemap.baselines import AuxiliaryCAM
 
     torch.manual_seed(0)
     aux = load_classifier("efficientnet_lite0", "random")
@@ -141,15 +141,15 @@ def test_auxiliary_cam_by_hand():
     maps = AuxiliaryCAM(aux, aux)(x, torch.tensor([7]))
     feats = aux.model.forward_features((x - 0.5) / 0.5)
     cam = torch.einsum("bchw,c->bhw", feats, aux.model.classifier.weight[7]).relu()
-    from ptame.explainer import minmax_normalize, resize_maps
+    from glancemap.explainer import minmax_normalize, resize_maps
 
     expected = minmax_normalize(resize_maps(cam.unsqueeze(1), (224, 224)))
     assert torch.allclose(maps, expected, atol=1e-5)
 
 
 def test_gradcam_on_vit_uses_token_grid():
-    from ptame import load_classifier
-    from ptame.baselines import GradCamMethod
+    from glancemap import load_classifier
+    from glancemap.baselines import GradCamMethod
 
     vit = load_classifier("vit_b_16", "random")
     maps = GradCamMethod(vit, "gradcam")(torch.rand(1, 3, 224, 224), torch.tensor([0]))
@@ -173,7 +173,7 @@ class _ColourEvidence(nn.Module):
 def test_opticam_keeps_the_evidence_and_drops_the_counter_evidence():
     """The best map keeps the red square (evidence for class 0) and blacks out the green one; for
     class 1 the reverse. One batch, one weight vector per image."""
-    from ptame.baselines import OptiCAM
+    from glancemap.baselines import OptiCAM
 
     clf = Classifier(_ColourEvidence(), name="toy", input_size=8, num_classes=2, mean=(0, 0, 0), std=(1, 1, 1))
     x = torch.zeros(1, 3, 8, 8)
@@ -191,7 +191,7 @@ def test_opticam_keeps_the_evidence_and_drops_the_counter_evidence():
 
 
 def test_opticam_on_a_timm_backbone(tiny_backbone):
-    from ptame.baselines import OptiCAM
+    from glancemap.baselines import OptiCAM
 
     x = torch.rand(2, 3, *tiny_backbone.input_size)
     maps = OptiCAM(tiny_backbone, steps=3)(x, torch.tensor([1, 2]))

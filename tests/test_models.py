@@ -3,8 +3,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from ptame import Classifier, load_classifier
-from ptame.models import FeatureExtractor, default_layers
+from glancemap import Classifier, load_classifier
+from glancemap.models import FeatureExtractor, default_layers
 
 
 def test_timm_and_torchvision_random_weights_take_unit_range_images():
@@ -89,7 +89,7 @@ def test_lite_default_layers_include_cam_layer():
 
 
 def test_registered_custom_model_loads_by_name():
-    from ptame import register_classifier
+    from glancemap import register_classifier
 
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
     register_classifier("my_net", lambda weights: Classifier(net, name="x", input_size=32, num_classes=5))

@@ -4,9 +4,9 @@ import json
 
 import torch
 
-from ptame.evaluation import build_method
-from ptame.sanity import cascading_randomization, ptame_factory, randomization_stages, spearman
-from ptame.training.data import list_images
+from glancemap.evaluation import build_method
+from glancemap.sanity import cascading_randomization, ptame_factory, randomization_stages, spearman
+from glancemap.training.data import list_images
 
 
 def test_spearman_by_hand():
@@ -43,7 +43,7 @@ def test_gradcam_reacts_and_auxiliary_cam_does_not(tiny_backbone, tiny_aux, tmp_
 
 
 def test_sanity_command(tmp_path, tiny_explainer, image_folder, capsys):
-    from ptame.cli import main
+    from glancemap.cli import main
 
     tiny_explainer.save(tmp_path / "expl")
     out = tmp_path / "sanity"
@@ -58,8 +58,8 @@ def test_sanity_command(tmp_path, tiny_explainer, image_folder, capsys):
 
 
 def test_sanity_retrains_with_the_explainers_own_recipe():
-    from ptame.explainer import read_explainer_config
-    from ptame.training import TrainConfig, training_recipe
+    from glancemap.explainer import read_explainer_config
+    from glancemap.training import TrainConfig, training_recipe
 
     cfg = read_explainer_config("default")
     recipe = training_recipe(cfg)

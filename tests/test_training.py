@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ptame.training import TrainConfig, TrainingDivergedError, load_checkpoint, train
+from glancemap.training import TrainConfig, TrainingDivergedError, load_checkpoint, train
 
 from .conftest import TINY_AUX, TINY_BACKBONE, write_images
 
@@ -50,7 +50,7 @@ def test_short_run_saves_explainer_and_checkpoint(tmp_path, image_folder):
 def test_only_the_head_learns(tmp_path, image_folder):
     cfg = _config(tmp_path, image_folder, max_steps=2)
     explainer = train(cfg, progress_bar=False)
-    from ptame.training import build_explainer
+    from glancemap.training import build_explainer
 
     torch.manual_seed(0)
     fresh = build_explainer(cfg, torch.device("cpu"))
@@ -59,7 +59,7 @@ def test_only_the_head_learns(tmp_path, image_folder):
 
 
 def test_nan_loss_stops_with_clear_error(tmp_path, image_folder, monkeypatch):
-    import ptame.training.trainer as trainer
+    import glancemap.training.trainer as trainer
 
     real = trainer.PTameLoss
 
@@ -91,7 +91,7 @@ def test_kill_9_then_resume_loses_at_most_n_steps(tmp_path):
     write_images(images, 12)
     out = tmp_path / "run"
     every = 3
-    cmd = [sys.executable, "-m", "ptame.cli", "train", str(images), "--out", str(out), "--epochs", "50",
+    cmd = [sys.executable, "-m", "glancemap.cli", "train", str(images), "--out", str(out), "--epochs", "50",
            "--batch-size", "2", "--checkpoint-every", str(every), *TINY]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -117,7 +117,7 @@ def test_kill_9_then_resume_loses_at_most_n_steps(tmp_path):
 
 
 def test_trim_log_keeps_steps_up_to_the_checkpoint_and_drops_a_torn_line(tmp_path):
-    import ptame.training.trainer as trainer
+    import glancemap.training.trainer as trainer
 
     log = tmp_path / "train_log.jsonl"
     log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 8)) + '{"step": 8, "lo')
@@ -133,7 +133,7 @@ def test_two_process_ddp_ends_with_identical_heads(tmp_path):
     write_images(images, 16)
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "ptame.cli", "train", str(images), "--out", str(out), "--epochs", "2", "--batch-size", "2",
+           "-m", "glancemap.cli", "train", str(images), "--out", str(out), "--epochs", "2", "--batch-size", "2",
            "--max-steps", "5", "--dump-rank-weights", "--device", "cpu", *TINY]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -148,8 +148,8 @@ def test_two_process_ddp_ends_with_identical_heads(tmp_path):
 
 
 def test_fine_tune_with_removal_term_starts_from_saved_head(tmp_path, image_folder, monkeypatch):
-    import ptame.training.trainer as trainer
-    from ptame import load_explainer
+    import glancemap.training.trainer as trainer
+    from glancemap import load_explainer
 
     first = train(_config(tmp_path, image_folder, max_steps=1), progress_bar=False)
     seen = []
@@ -172,7 +172,7 @@ def test_fine_tune_with_removal_term_starts_from_saved_head(tmp_path, image_fold
 
 
 def test_shared_head_trains_saves_and_reloads(tmp_path, image_folder):
-    from ptame import load_explainer
+    from glancemap import load_explainer
 
     explainer = train(_config(tmp_path, image_folder, max_steps=2, head="shared", lr=1e-2), progress_bar=False)
     saved = load_explainer(tmp_path / "run" / "explainer", backbone=explainer.backbone, auxiliary=explainer.auxiliary)
@@ -187,8 +187,8 @@ def test_shared_head_trains_saves_and_reloads(tmp_path, image_folder):
 
 
 def test_auto_head_falls_back_to_per_class_when_the_auxiliary_has_other_classes(tmp_path, image_folder):
-    from ptame.models import load_classifier
-    from ptame.training import build_explainer
+    from glancemap.models import load_classifier
+    from glancemap.training import build_explainer
 
     cfg = _config(tmp_path, image_folder)  # head="auto"
     assert build_explainer(cfg, torch.device("cpu")).head.kind == "shared"
@@ -199,7 +199,7 @@ def test_auto_head_falls_back_to_per_class_when_the_auxiliary_has_other_classes(
 
 
 def test_scale_augmentation_draws_sides_per_step_reproducibly(tmp_path, image_folder, monkeypatch):
-    import ptame.training.trainer as trainer
+    import glancemap.training.trainer as trainer
 
     cfg = _config(tmp_path, image_folder, epochs=2, train_aux_sides=[48, 96], seed=3)
     drawn = [trainer.step_aux_size(cfg, step) for step in range(40)]

@@ -5,12 +5,12 @@ import csv
 import pytest
 import torch
 
-from ptame import load_classifier, load_explainer
-from ptame.baselines import CenteredGaussian
-from ptame.explainer.perturbation import perturb
-from ptame.metrics import confidence_change
-from ptame.training import TrainConfig, build_explainer, imagenet_sample_split, load_image, training_step
-from ptame.explainer import PTameLoss
+from glancemap import load_classifier, load_explainer
+from glancemap.baselines import CenteredGaussian
+from glancemap.explainer.perturbation import perturb
+from glancemap.metrics import confidence_change
+from glancemap.training import TrainConfig, build_explainer, imagenet_sample_split, load_image, training_step
+from glancemap.explainer import PTameLoss
 
 pytestmark = pytest.mark.integration
 
@@ -92,8 +92,8 @@ def test_shipped_explainers_beat_sanity_baselines_in_the_benchmark(sample_dir, n
     than a centred Gaussian and far better than uniform noise, and keep far more confidence than noise.
     (On all 200 dev images P-TAME also has a lower AD@100 than the Gaussian; 16 images are too few
     for that: on these the Gaussian wins it.)"""
-    from ptame.baselines import UniformRandom
-    from ptame.evaluation import MetricConfig, score_batch
+    from glancemap.baselines import UniformRandom
+    from glancemap.evaluation import MetricConfig, score_batch
 
     explainer = load_explainer(name)
     files = imagenet_sample_split(sample_dir, "dev")[:16]

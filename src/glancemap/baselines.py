@@ -115,7 +115,7 @@ def quiet_grad_cam_bars():
 
 
 class GradCamMethod(Explainer):
-    """Any ``pytorch_grad_cam`` method on a :class:`~ptame.models.Classifier`.
+    """Any ``pytorch_grad_cam`` method on a :class:`~glancemap.models.Classifier`.
 
     Args:
         classifier: the backbone (takes [0,1] images; normalization is inside it).
@@ -196,7 +196,7 @@ class OptiCAM(Explainer):
         lr: Adam learning rate on ``u``.
     """
 
-    LR = 0.1  # the default; ptame evaluate records it in the method's identity
+    LR = 0.1  # the default; glancemap evaluate records it in the method's identity
 
     def __init__(self, classifier, target_layer: str | None = None, steps: int = 100, lr: float = LR) -> None:
         if steps < 1:

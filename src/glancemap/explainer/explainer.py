@@ -19,7 +19,9 @@ from .perturbation import minmax_normalize, resize_maps
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "head.safetensors"
-FORMAT = "ptame-explainer/1"
+FORMAT = "glancemap-explainer/1"
+# explainer folders written before the project was renamed from ptame: read the same way
+LEGACY_FORMATS = ("ptame-explainer/1",)
 DEFAULT_EXPLAINER_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
 
 Targets = torch.Tensor | Sequence[int] | int | None
@@ -59,7 +61,7 @@ class PTameExplainer(nn.Module):
             ``"shared"`` (one learned projection read through the auxiliary's
             classifier, so every class is trained; needs the backbone's classes
             on the auxiliary) or ``"auto"`` (shared where possible). See
-            :mod:`ptame.explainer.head`.
+            :mod:`glancemap.explainer.head`.
     """
 
     def __init__(
@@ -211,7 +213,7 @@ class PTameExplainer(nn.Module):
     def config(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "ptame_version": __version__,
+            "glancemap_version": __version__,
             "backbone": self.backbone.describe() | {"weights": getattr(self.backbone, "weights_ref", None)},
             "auxiliary": self.auxiliary.describe() | {"weights": getattr(self.auxiliary, "weights_ref", None)},
             "layers": self.layers,
@@ -246,7 +248,7 @@ class ExplainerMismatchError(ValueError):
 
 
 def shipped_explainers() -> list[str]:
-    """Names of the explainers that ship with ptame (``default`` explains efficientnet_lite2)."""
+    """Names of the explainers that ship with glancemap (``default`` explains efficientnet_lite2)."""
     root = DEFAULT_EXPLAINER_DIR.parent
     return sorted(d.name for d in root.iterdir() if (d / CONFIG_NAME).is_file())
 
@@ -267,13 +269,16 @@ def read_explainer_config(path: str | os.PathLike) -> dict[str, Any]:
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
         raise FileNotFoundError(
-            f"{directory} is not a ptame explainer (no {CONFIG_NAME}); "
-            "train one with 'ptame train' or use 'default'"
+            f"{directory} is not a glancemap explainer (no {CONFIG_NAME}); "
+            "train one with 'glancemap train' or use 'default'"
         )
     try:
         cfg = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    if cfg.get("format") in LEGACY_FORMATS:
+        cfg["format"] = FORMAT
+        cfg.setdefault("glancemap_version", cfg.pop("ptame_version", None))
     if cfg.get("format") != FORMAT:
         raise ValueError(f"{cfg_path}: unknown format {cfg.get('format')!r} (expected {FORMAT!r})")
     return cfg
@@ -283,7 +288,7 @@ def _check_model(role: str, expected: dict, got: Classifier) -> None:
     if got.name != expected["name"]:
         raise ExplainerMismatchError(
             f"this explainer was trained for {role} {expected['name']!r}, not {got.name!r}; "
-            f"train one for {got.name!r} with 'ptame train'"
+            f"train one for {got.name!r} with 'glancemap train'"
         )
     if got.num_classes != expected["num_classes"]:
         raise ExplainerMismatchError(
@@ -309,7 +314,7 @@ def load_explainer(
     auxiliary: Classifier | None = None,
     device: str | torch.device | None = None,
 ) -> PTameExplainer:
-    """Loads a saved explainer; ``"default"`` is the one shipped with ptame.
+    """Loads a saved explainer; ``"default"`` is the one shipped with glancemap.
 
     The backbone and auxiliary are rebuilt by name unless given; given ones
     must match the names and class counts the explainer was trained with.

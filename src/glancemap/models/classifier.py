@@ -2,7 +2,7 @@
 
 `load_classifier(name, weights)` is the one entry point, in the spirit of
 timm's `create_model`. The returned :class:`Classifier` knows its input size,
-its preprocessing and its class names, so the rest of ptame never has to.
+its preprocessing and its class names, so the rest of glancemap never has to.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle refusing a non-tensor object, truncated file...
         raise ValueError(
-            f"could not read weights from {path}: {exc}. ptame loads torch files with "
+            f"could not read weights from {path}: {exc}. glancemap loads torch files with "
             "weights_only=True; save a plain state_dict (or use .safetensors)."
         ) from exc
     for key in ("state_dict", "model", "model_state_dict"):
@@ -306,13 +306,13 @@ _REGISTRY: dict[str, Callable[[str | None], Classifier]] = {}
 
 
 def register_classifier(name: str, factory: Callable[[str | None], Classifier]) -> None:
-    """Makes ``load_classifier(name, weights)`` (and so ``ptame train --backbone name``,
+    """Makes ``load_classifier(name, weights)`` (and so ``glancemap train --backbone name``,
     ``load_explainer``) build your model: ``factory(weights) -> Classifier``."""
     _REGISTRY[name] = factory
 
 
 def available_classifiers() -> dict[str, str]:
-    """Names ptame resolves without a prefix, with where they come from."""
+    """Names glancemap resolves without a prefix, with where they come from."""
     out = {n: "built-in offline ImageNet weights" for n in _LITE_PACKAGES}
     out.update({n: "registered" for n in _REGISTRY})
     out.update({"torchvision:<name>": "any torchvision classification model", "timm:<name>": "any timm model"})
@@ -356,7 +356,7 @@ def load_classifier(
         raise ValueError(
             f"unknown classifier {name!r}: use efficientnet_lite0/1/2, a torchvision "
             "classification model name, a timm model name, or wrap your own nn.Module "
-            "with ptame.Classifier(...)"
+            "with glancemap.Classifier(...)"
         )
     clf.freeze()
     clf.channels_last = name not in _REGISTRY  # a registered factory may wrap any module

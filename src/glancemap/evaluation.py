@@ -64,7 +64,7 @@ def build_method(name: str, backbone, explainer=None, *, auxiliary=None, cam_bat
                  rise_masks: int = 4000, opticam_steps: int = 100, seed: int = 0) -> Callable:
     """One method by name, all behind ``explain(images, targets) -> (B,1,H,W)`` maps in [0,1].
 
-    ``ptame`` needs ``explainer`` (a :class:`~ptame.PTameExplainer` for this
+    ``glancemap`` needs ``explainer`` (a :class:`~ptame.PTameExplainer` for this
     backbone); ``auxcam`` uses the explainer's auxiliary, else ``auxiliary``.
     """
     from . import baselines

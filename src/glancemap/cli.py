@@ -1,4 +1,4 @@
-"""The ``ptame`` command: train, explain, evaluate, sanity, info, demo, split."""
+"""The ``glancemap`` command: train, explain, evaluate, sanity, info, demo, split."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, crop_scale=tuple(args.crop_scale),
         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
         seed=args.seed, device=args.device, dump_rank_weights=args.dump_rank_weights,
-        command="ptame " + " ".join(sys.argv[1:]),
+        command="glancemap " + " ".join(sys.argv[1:]),
     )
     t0 = time.time()
     explainer = train(config, resume=args.resume, progress_bar=not args.no_progress)
@@ -192,7 +192,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .explainer import read_explainer_config
     from .models import available_classifiers
 
-    print(f"ptame {__version__}, torch {torch.__version__}, "
+    print(f"glancemap {__version__}, torch {torch.__version__}, "
           f"device {'cuda (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else 'cpu'}")
     print("classifiers:")
     for name, what in available_classifiers().items():
@@ -205,7 +205,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if cfg.get("extra_aux_sizes"):
         print(f"             and at {cfg['extra_aux_sizes']} when explaining (maps averaged)")
     print(f"  head       {cfg.get('head', 'per-class')}")
-    print(f"  made with  ptame {cfg['ptame_version']}")
+    print(f"  made with  glancemap {cfg['glancemap_version']}")
     if cfg.get("training"):
         print("  training   " + json.dumps({k: v for k, v in cfg["training"].items() if k != "final_terms"}))
     return 0
@@ -224,7 +224,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         from skimage import data as skdata
     except ImportError:
-        print("the demo uses scikit-image's sample photos: pip install 'ptame[demo]'", file=sys.stderr)
+        print("the demo uses scikit-image's sample photos: pip install 'glancemap[demo]'", file=sys.stderr)
         return 2
     from PIL import Image
 
@@ -457,9 +457,9 @@ COMMANDS = {"train": _cmd_train, "explain": _cmd_explain, "info": _cmd_info, "de
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ptame", description="Explain image classifiers in one forward pass (P-TAME).")
+    parser = argparse.ArgumentParser(prog="glancemap", description="Explain image classifiers in one forward pass (P-TAME).")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                        help="import a Python module first (e.g. one that calls ptame.register_classifier)")
+                        help="import a Python module first (e.g. one that calls glancemap.register_classifier)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_explain, _add_info, _add_demo, _add_split, _add_evaluate, _add_sanity):
         add(sub)
@@ -470,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
     # one plain line per warning (a skipped file, say), not the source line that raised it
-    warnings.formatwarning = lambda message, category, *_a, **_k: f"ptame: warning: {message}\n"
+    warnings.formatwarning = lambda message, category, *_a, **_k: f"glancemap: warning: {message}\n"
     try:
         if args.imports:
             sys.path.insert(0, ".")  # modules next to the user's working directory
@@ -478,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 importlib.import_module(module)
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
-        print(f"ptame {args.command}: error: {exc}", file=sys.stderr)
+        print(f"glancemap {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -1,4 +1,4 @@
-"""ptame: explain any image classifier in one forward pass (P-TAME)."""
+"""glancemap: explain any image classifier in one forward pass (P-TAME)."""
 
 __version__ = "0.1.0"
 

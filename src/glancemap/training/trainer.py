@@ -222,7 +222,7 @@ def save_checkpoint(path: Path, head: torch.nn.Module, optimizer, scheduler, pro
         "optimizer": json.dumps(opt_meta),
         "scheduler": json.dumps(scheduler.state_dict()),
         "config": json.dumps(asdict(config)),
-        "ptame_version": __version__,
+        "glancemap_version": __version__,
     }
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -240,7 +240,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         tensors = load_file(str(path))
     except Exception as exc:
         raise ValueError(f"checkpoint {path} is unreadable ({exc}); delete it to start over") from exc
-    return tensors, {k: (json.loads(v) if k != "ptame_version" else v) for k, v in meta.items()}
+    return tensors, {k: (json.loads(v) if k not in ("glancemap_version", "ptame_version") else v) for k, v in meta.items()}
 
 
 # ----------------------------------------------------------------- training
@@ -273,7 +273,7 @@ def build_explainer(
         cam = explainer.features.cam_weights(backbone.class_names)
         if cam is None:
             print(
-                "ptame: aux-cam init needs the last auxiliary layer to feed its linear classifier and the same "
+                "glancemap: aux-cam init needs the last auxiliary layer to feed its linear classifier and the same "
                 "classes as the backbone; using the paper's default init instead",
                 file=sys.stderr,
             )
@@ -391,7 +391,7 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
     if not files:
         raise ValueError(f"no readable images in {config.data}")
     if env.is_main and bad.count:
-        print(f"ptame: skipped {bad.count} unreadable file(s) of {len(files) + bad.count}", file=sys.stderr)
+        print(f"glancemap: skipped {bad.count} unreadable file(s) of {len(files) + bad.count}", file=sys.stderr)
     explainer = build_explainer(config, device, files, backbone=backbone.to(device) if backbone is not None else None)
     dataset = ImageFiles(files, explainer.backbone.preprocessing.train_transform(tuple(config.crop_scale)))  # type: ignore[arg-type]
     sampler = ResumableDistributedSampler(
@@ -430,12 +430,12 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
         if env.is_main:
             dropped = trim_log(out / LOG_NAME, step)
             print(
-                f"ptame: resumed from {ckpt_path} at step {step}/{total_steps}"
+                f"glancemap: resumed from {ckpt_path} at step {step}/{total_steps}"
                 + (f"; dropped {dropped} log lines past the checkpoint" if dropped else ""),
                 file=sys.stderr,
             )
     elif resume and env.is_main:
-        print(f"ptame: --resume given but no checkpoint in {out}; starting fresh", file=sys.stderr)
+        print(f"glancemap: --resume given but no checkpoint in {out}; starting fresh", file=sys.stderr)
 
     model: torch.nn.Module = head
     if env.enabled:
