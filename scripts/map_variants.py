@@ -30,10 +30,11 @@ import torch
 from glancemap import load_explainer
 from glancemap.evaluation import mean_and_se, read_results
 from glancemap.explainer.head import SharedReadoutHead
-from glancemap.explainer.perturbation import minmax_normalize, remove_regions, resize_maps
-from glancemap.metrics import confidence_change, gaussian_blur, relevance_order, removed_masks, road, telea_inpaint
+from glancemap.explainer.perturbation import remove_regions
+from glancemap.maps import gaussian_blur, minmax_normalize, resize_maps
+from glancemap.metrics import confidence_change, relevance_order, removed_masks, road, telea_inpaint
 from glancemap.models.classifier import find_linear_classifier
-from glancemap.training import load_image
+from glancemap.images import load_image
 
 
 def contrastive_readout(explainer, targets: torch.Tensor, k: int):

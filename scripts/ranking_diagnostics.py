@@ -17,9 +17,11 @@ import torch.nn.functional as F
 
 from glancemap import load_explainer
 from glancemap.baselines import AuxiliaryCAM, GradCamMethod
-from glancemap.metrics import gaussian_blur, road
+from glancemap.maps import gaussian_blur
+from glancemap.metrics import road
 from glancemap.sanity import spearman
-from glancemap.training import imagenet_sample_split, load_image
+from glancemap.images import load_image
+from glancemap.training import imagenet_sample_split
 
 
 def main() -> None:

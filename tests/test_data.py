@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glancemap.training.data import BadImageError, list_images, load_image, scan_images
+from glancemap.images import BadImageError, list_images, load_image, scan_images
 
 
 def _make_folder(tmp_path):

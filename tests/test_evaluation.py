@@ -8,7 +8,7 @@ import torch
 
 from glancemap.baselines import CenteredGaussian
 from glancemap.evaluation import EvaluationMismatchError, MetricConfig, Run, run_evaluation, summarize, write_tables
-from glancemap.training.data import list_images
+from glancemap.images import list_images
 
 FAST = MetricConfig(road_fractions=(0.2, 0.6), deletion_steps=2)
 

@@ -6,7 +6,7 @@ import torch
 
 from glancemap.evaluation import build_method
 from glancemap.sanity import cascading_randomization, ptame_factory, randomization_stages, spearman
-from glancemap.training.data import list_images
+from glancemap.images import list_images
 
 
 def test_spearman_by_hand():

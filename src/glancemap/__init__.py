@@ -1,8 +1,6 @@
 """glancemap: explain any image classifier in one forward pass (P-TAME)."""
 
-__version__ = "0.1.0"
-
-from .explainer import (  # noqa: E402
+from .explainer import (
     ExplainerMismatchError,
     LossWeights,
     PTameExplainer,
@@ -10,7 +8,8 @@ from .explainer import (  # noqa: E402
     load_explainer,
     perturb,
 )
-from .models import Classifier, load_classifier, register_classifier  # noqa: E402
+from .models import Classifier, load_classifier, register_classifier
+from .version import __version__
 
 __all__ = [
     "__version__",

@@ -11,6 +11,8 @@ import unittest.mock
 import numpy as np
 import torch
 
+from .models.layers import default_target_layer
+
 
 class Explainer:
     """Base class: ``explain(images (B,3,H,W) in [0,1], targets (B,) or None) -> maps (B,1,H,W) in [0,1]``."""
@@ -48,30 +50,6 @@ class UniformRandom(Explainer):
 
 
 # ----------------------------------------------------------------- CAM family (pytorch-grad-cam)
-
-# The backbone layer each CAM method reads by default: the last convolutional
-# feature map (for ViT, the last block's input norm, reshaped to its token grid).
-_DEFAULT_TARGET_LAYERS: list[tuple[str, str]] = [
-    ("efficientnet_lite*", "bn2"),
-    ("*efficientnet*", "bn2"),
-    ("*resnet*", "layer4"),
-    ("*vgg16*", "features.29"),
-    ("*vit_b_16", "encoder.layers.encoder_layer_11.ln_1"),
-]
-
-
-def default_target_layer(classifier) -> str:
-    """Module name (in ``classifier.model``) that CAM methods read for a known backbone."""
-    import fnmatch
-
-    for pattern, layer in _DEFAULT_TARGET_LAYERS:
-        if fnmatch.fnmatch(classifier.name, pattern):
-            return layer
-    info = getattr(classifier.model, "feature_info", None)
-    if info is not None:
-        return info[-1]["module"]
-    raise ValueError(f"no default CAM target layer for {classifier.name!r}; pass target_layer=...")
-
 
 def vit_reshape(tokens: torch.Tensor) -> torch.Tensor:
     """(B, 1+N, C) tokens with a class token -> (B, C, sqrt(N), sqrt(N)) maps."""
@@ -217,7 +195,7 @@ class OptiCAM(Explainer):
         return feat.float().relu()
 
     def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        from .explainer.perturbation import minmax_normalize, resize_maps
+        from .maps import minmax_normalize, resize_maps
 
         if targets is None:
             targets = self.classifier.predict(images)[0]
@@ -263,7 +241,7 @@ class AuxiliaryCAM(Explainer):
 
     @torch.no_grad()
     def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        from .explainer.perturbation import minmax_normalize, resize_maps
+        from .maps import minmax_normalize, resize_maps
 
         if targets is None:
             targets = self.backbone.predict(images)[0]
@@ -304,7 +282,7 @@ class RISE(Explainer):
 
     @torch.no_grad()
     def explain(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        from .explainer.perturbation import minmax_normalize
+        from .maps import minmax_normalize
 
         if targets is None:
             targets = self.classifier.predict(images)[0]

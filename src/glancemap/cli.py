@@ -131,7 +131,7 @@ def _device(name: str) -> torch.device:
 
 def explain_files(files: Sequence[Path], explainer, out: Path, top_k: int, batch_size: int) -> dict:
     """Writes ``<stem>.png`` (overlays of the top-k classes) and ``<stem>.npy`` ``(k,H,W)`` per readable file."""
-    from .training.data import BadFileLog, BadImageError, load_image
+    from .images import BadFileLog, BadImageError, load_image
     from .visualization import explanation_panel
 
     out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ def explain_files(files: Sequence[Path], explainer, out: Path, top_k: int, batch
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from .explainer import load_explainer
-    from .training.data import list_images
+    from .images import list_images
 
     explainer = load_explainer(args.explainer, device=_device(args.device))
     explainer = _apply_aux_sizes(explainer, args)
@@ -188,7 +188,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import __version__
+    from .version import __version__
     from .explainer import read_explainer_config
     from .models import available_classifiers
 
@@ -311,7 +311,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                              write_paired_table, write_tables)
     from .explainer.explainer import explainer_dir, network_from_config, read_explainer_config
     from .models import load_classifier
-    from .training.data import list_images
+    from .images import list_images
 
     names = _method_names(args.methods)
     device = _device(args.device)
@@ -420,7 +420,7 @@ def _cmd_sanity(args: argparse.Namespace) -> int:
     from .explainer.explainer import network_from_config, read_explainer_config
     from .sanity import cascading_randomization, ptame_factory, randomization_stages, write_sanity_table
     from .training import training_recipe
-    from .training.data import list_images, load_image
+    from .images import list_images, load_image
 
     names = _method_names(args.methods)
     if "ptame" in names and not args.train_data:

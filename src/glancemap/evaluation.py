@@ -202,7 +202,7 @@ def run_evaluation(run: Run, files: Sequence[Path], methods: dict[str, Callable[
     """
     from tqdm.auto import tqdm
 
-    from .training.data import BadFileLog, BadImageError, load_image
+    from .images import BadFileLog, BadImageError, load_image
 
     done = run.open()
     backbone = run.backbone

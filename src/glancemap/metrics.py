@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .explainer.perturbation import resize_maps
+from .maps import gaussian_blur, resize_maps
 from .models import Classifier
 
 
@@ -200,19 +200,6 @@ def road(
 
 
 # ----------------------------------------------------------- deletion / insertion
-
-def gaussian_blur(images: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B,C,H,W)`` with reflect padding (kernel radius 3 sigma)."""
-    import torch.nn.functional as F
-
-    r = max(1, int(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=images.dtype, device=images.device)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = k / k.sum()
-    c = images.shape[1]
-    out = F.conv2d(F.pad(images, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(out, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
 
 SUBSTRATES = {
     "black": torch.zeros_like,

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .explainer.perturbation import resize_maps
+from .maps import resize_maps
 
 MethodFactory = Callable[[object, int], Callable]  # (backbone copy, stage index) -> explain(images, targets)
 

@@ -9,7 +9,8 @@ from glancemap import load_classifier, load_explainer
 from glancemap.baselines import CenteredGaussian
 from glancemap.explainer.perturbation import perturb
 from glancemap.metrics import confidence_change
-from glancemap.training import TrainConfig, build_explainer, imagenet_sample_split, load_image, training_step
+from glancemap.images import load_image
+from glancemap.training import TrainConfig, build_explainer, imagenet_sample_split, training_step
 from glancemap.explainer import PTameLoss
 
 pytestmark = pytest.mark.integration

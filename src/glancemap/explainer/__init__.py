@@ -9,7 +9,8 @@ from .explainer import (
 )
 from .head import AttentionHead, FeatureBlock, FusionHead, SharedReadoutHead
 from .loss import LossWeights, PTameLoss, area_loss, total_variation
-from .perturbation import minmax_normalize, perturb, resize_maps
+from ..maps import minmax_normalize, resize_maps
+from .perturbation import perturb
 
 __all__ = [
     "PTameExplainer",

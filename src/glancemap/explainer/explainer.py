@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
+from ..version import __version__
 from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
 from .head import AttentionHead, FusionHead, SharedReadoutHead
-from .perturbation import minmax_normalize, resize_maps
+from ..maps import minmax_normalize, resize_maps
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "head.safetensors"

@@ -5,12 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def resize_maps(maps: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bilinear resize of ``(B,n,h,w)`` maps to ``size``; a no-op when already there."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+from ..maps import gaussian_blur, resize_maps
 
 
 def perturb(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
@@ -18,14 +13,6 @@ def perturb(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     if maps.ndim != 4 or maps.shape[1] != 1 or maps.shape[0] != images.shape[0]:
         raise ValueError(f"maps must be (B,1,h,w) with B={images.shape[0]}, got {tuple(maps.shape)}")
     return images * resize_maps(maps, images.shape[-2:])
-
-
-def minmax_normalize(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Per-map min-max to [0,1] over the last two dims; a constant map becomes all zeros."""
-    flat = maps.flatten(-2)
-    lo = flat.min(dim=-1, keepdim=True).values
-    hi = flat.max(dim=-1, keepdim=True).values
-    return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
 
 
 REMOVAL_FILLS = ("blur", "diffuse", "inpaint")
@@ -45,8 +32,6 @@ def remove_regions(images: torch.Tensor, maps: torch.Tensor, fill: str = "blur",
     Args:
         images: ``(B,3,H,W)`` in [0,1]; maps ``(B,1,h,w)`` in [0,1] (1 = removed), upsampled bilinearly.
     """
-    from ..metrics import gaussian_blur
-
     m = resize_maps(maps, images.shape[-2:])
     if fill == "blur":
         substitute = gaussian_blur(images, sigma)
@@ -68,8 +53,6 @@ def diffuse_fill(images: torch.Tensor, keep: torch.Tensor, sigmas: tuple[float, 
     Scales above 4 px are computed on a pooled copy (same result up to
     interpolation, a small fraction of the cost). ``keep``: ``(B,1,H,W)`` in [0,1], 1 = kept.
     """
-    from ..metrics import gaussian_blur
-
     size = images.shape[-2:]
     out = None
     for sigma in reversed(sigmas):  # coarse first; finer scales overwrite where they have support

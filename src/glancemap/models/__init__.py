@@ -1,6 +1,6 @@
 """Models: the black-box classifiers we explain and the auxiliary feature networks."""
 
-from .auxiliary import FeatureExtractor, default_layers
+from .auxiliary import FeatureExtractor
 from .classifier import (
     RANDOM_WEIGHTS,
     Classifier,
@@ -10,12 +10,14 @@ from .classifier import (
     load_classifier,
     register_classifier,
 )
+from .layers import default_layers, default_target_layer
 
 __all__ = [
     "Classifier",
     "Preprocessing",
     "FeatureExtractor",
     "default_layers",
+    "default_target_layer",
     "load_classifier",
     "register_classifier",
     "available_classifiers",

@@ -6,7 +6,6 @@ never hooked; it stays a black box.
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Sequence
 
 import torch
@@ -14,35 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .classifier import Classifier, find_linear_classifier
-
-# Last block of each resolution stage, plus (where the network has one) the
-# pre-pooling map that feeds the linear classifier, so a head can start as the
-# auxiliary's own CAM.
-_DEFAULT_LAYERS: list[tuple[str, list[str]]] = [
-    ("efficientnet_lite*", ["blocks.1", "blocks.2", "blocks.4", "blocks.6", "bn2"]),
-    ("*tf_efficientnet_lite*", ["blocks.1", "blocks.2", "blocks.4", "blocks.6", "bn2"]),
-    ("*efficientnet_b*", ["blocks.1", "blocks.2", "blocks.4", "blocks.6", "bn2"]),
-    ("*resnet18", ["layer1", "layer2", "layer3", "layer4"]),
-    ("*resnet34", ["layer1", "layer2", "layer3", "layer4"]),
-    ("*resnet50", ["layer1", "layer2", "layer3", "layer4"]),
-    ("*resnet101", ["layer1", "layer2", "layer3", "layer4"]),
-]
-
-
-def default_layers(classifier: Classifier) -> list[str]:
-    """Sensible feature layers for a known auxiliary network."""
-    for pattern, layers in _DEFAULT_LAYERS:
-        if fnmatch.fnmatch(classifier.name, pattern):
-            return list(layers)
-    info = getattr(classifier.model, "feature_info", None)  # any timm model
-    if info is not None:
-        modules = [f["module"] for f in info]
-        return modules[-4:]
-    raise ValueError(
-        f"no default feature layers for auxiliary {classifier.name!r}; pass layers=[...] "
-        f"(module names from auxiliary.model.named_modules())"
-    )
-
+from .layers import default_layers
 
 class FeatureExtractor(nn.Module):
     """Runs a frozen classifier and returns the outputs of the named modules.

@@ -1,6 +1,5 @@
-"""Training P-TAME heads: data loading, the loop, checkpoints, distributed runs."""
+"""Training P-TAME heads: the loop, checkpoints, distributed runs."""
 
-from .data import BadFileLog, BadImageError, ImageFiles, list_images, load_image, scan_images, to_rgb
 from .trainer import (
     PRESETS,
     TrainConfig,
@@ -25,11 +24,4 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "imagenet_sample_split",
-    "BadFileLog",
-    "BadImageError",
-    "ImageFiles",
-    "list_images",
-    "load_image",
-    "scan_images",
-    "to_rgb",
 ]

@@ -25,11 +25,11 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .. import __version__
+from ..version import __version__
 from ..explainer import LossWeights, PTameExplainer, PTameLoss
 from ..explainer.perturbation import perturb, remove_regions, top_fraction_mask
 from ..models import Classifier, load_classifier
-from .data import BadFileLog, ImageFiles, collate_skip_none, list_images, load_image, scan_images
+from ..images import BadFileLog, ImageFiles, collate_skip_none, list_images, load_image, scan_images
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LOG_NAME = "train_log.jsonl"
