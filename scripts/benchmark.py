@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from glancemap import load_explainer  # noqa: E402
-from glancemap.evaluation import build_method  # noqa: E402
+from glancemap.methods import MethodContext, create_method  # noqa: E402
 from glancemap.explainer import PTameLoss  # noqa: E402
 from glancemap.training import TrainConfig, training_step  # noqa: E402
 
@@ -153,7 +153,7 @@ def main() -> None:
               f"{m['explain, one pass (given)'] / m['backbone forward']:.2f}")
     given = m["explain (given classes)"] / b
     for name in filter(None, args.baselines.split(",")):
-        method = build_method(name, backbone, explainer)
+        method = create_method(name, MethodContext(backbone, explainer))
         n = min(args.baseline_images, b)
         seconds = _time(lambda: method(images[:n], targets[:n]), device) / n
         one = m.get("explain, one pass (given)")

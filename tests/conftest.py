@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -14,6 +15,18 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 TINY_BACKBONE = "test_efficientnet"  # timm's tiny test nets, random weights: nothing downloaded
 TINY_AUX = "test_resnet"
+
+
+def _experiment(name: str):
+    """A module of experiments/ (scripts, not part of the package), loaded from its file."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+imagenet_sample_split = _experiment("sample_split").imagenet_sample_split  # the train/dev split docs/ report on
 
 
 def shared_sample_dir() -> Path | None:

@@ -38,8 +38,7 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
 
 def test_recipe_options_reach_the_saved_explainer(tmp_path, image_folder, capsys):
     out = tmp_path / "run"
-    opts = ["--destroy", "1", "--destroy-fill", "inpaint", "--rank-destroy", "2", "--rank-fractions", "0.2", "0.4",
-            "--extra-aux-sizes", "96"]
+    opts = ["--destroy", "1", "--extra-aux-sizes", "96", "--experimental", "rank_destroy=2", "rank_fractions=0.2,0.4"]
     assert main(["train", str(image_folder), "--out", str(out), "--max-steps", "1", "--batch-size", "4", *TINY,
                  *opts]) == 0
     cfg = json.loads((out / "explainer" / "config.json").read_text())
@@ -47,12 +46,15 @@ def test_recipe_options_reach_the_saved_explainer(tmp_path, image_folder, capsys
     assert main(["info", "--explainer", str(out / "explainer")]) == 0
     assert "[[96, 96]] when explaining" in capsys.readouterr().out
     weights = cfg["training"]["loss_weights"]
-    assert (weights["destroy"], weights["destroy_fill"], weights["rank_destroy"]) == (1.0, "inpaint", 2.0)
+    assert (weights["destroy"], weights["rank_destroy"]) == (1.0, 2.0)
     assert weights["rank_fractions"] == [0.2, 0.4]
     capsys.readouterr()
     assert main(["train", str(image_folder), "--out", str(tmp_path / "bad"), "--max-steps", "1", *TINY,
-                 "--rank-destroy", "1", "--rank-fractions", "0.6", "0.3"]) == 2
+                 "--experimental", "rank_destroy=1", "rank_fractions=0.6,0.3"]) == 2
     assert "rank_fractions must satisfy" in capsys.readouterr().err
+    assert main(["train", str(image_folder), "--out", str(tmp_path / "bad"), "--max-steps", "1", *TINY,
+                 "--experimental", "destroy_fill=1"]) == 2
+    assert "--experimental wants KEY=VALUE" in capsys.readouterr().err
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from glancemap.baselines import CenteredGaussian
+from glancemap.methods import CenteredGaussian
 from glancemap.evaluation import EvaluationMismatchError, MetricConfig, Run, run_evaluation, summarize, write_tables
 from glancemap.images import list_images
 

@@ -125,7 +125,7 @@ def test_shipped_default_config_is_readable():
 
 def test_shipped_explainers_by_name():
     from glancemap.explainer import read_explainer_config
-    from glancemap.explainer.explainer import shipped_explainers
+    from glancemap.explainer import shipped_explainers
 
     assert {"default", "efficientnet_lite1"} <= set(shipped_explainers())
     cfg = read_explainer_config("efficientnet_lite1")
@@ -216,3 +216,35 @@ def test_multi_scale_sizes_round_trip_and_old_configs_load(tmp_path, tiny_backbo
 def test_bad_multi_scale_sizes_are_refused(tiny_backbone, tiny_aux, bad):
     with pytest.raises(ValueError, match="auxiliary size"):
         PTameExplainer(tiny_backbone, tiny_aux, extra_aux_sizes=bad)
+
+
+def test_ship_reproduces_the_shipped_head_from_a_float32_save(tmp_path):
+    from safetensors.torch import load_file
+
+    from glancemap.cli import main
+    from glancemap.explainer import DEFAULT_EXPLAINER_DIR
+
+    trained = load_explainer("default")  # float32 in memory, as training leaves a head
+    trained.save(tmp_path / "trained")
+    assert load_file(str(tmp_path / "trained" / "head.safetensors"))["projection"].dtype == torch.float32
+    assert main(["ship", str(tmp_path / "trained"), "--out", str(tmp_path / "shipped")]) == 0
+    mine = load_file(str(tmp_path / "shipped" / "head.safetensors"))
+    shipped = load_file(str(DEFAULT_EXPLAINER_DIR / "head.safetensors"))
+    assert mine.keys() == shipped.keys()
+    for key in shipped:  # float16 -> float32 -> float16 is exact: the same tensors, integer buffers untouched
+        assert mine[key].dtype == shipped[key].dtype and torch.equal(mine[key], shipped[key]), key
+    assert json.loads((tmp_path / "shipped" / "config.json").read_text()) == trained.config()
+    with pytest.raises(FileNotFoundError, match="not a glancemap explainer"):
+        from glancemap.explainer import ship_explainer
+
+        ship_explainer(tmp_path / "nothing", tmp_path / "x")
+
+
+def test_recipe_of_an_explainer_trained_with_a_removed_fill_is_refused():
+    from glancemap.training import training_recipe
+
+    old = {"head": "shared", "training": {"loss_weights": {"destroy": 3.0, "destroy_fill": "blur"}}}
+    assert training_recipe(old)["loss"] == {"destroy": 3.0}  # the blur is what the removal term still uses
+    old["training"]["loss_weights"]["destroy_fill"] = "diffuse"
+    with pytest.raises(ValueError, match="no longer has"):
+        training_recipe(old)

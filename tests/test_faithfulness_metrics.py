@@ -113,7 +113,7 @@ def test_deletion_insertion_by_hand():
 
 
 def test_pass_counter_counts_images_forward_and_backward(tiny_backbone):
-    from glancemap.baselines import RISE, GradCamMethod
+    from glancemap.methods import RISE, GradCamMethod
 
     x = torch.rand(2, 3, *tiny_backbone.input_size)
     with PassCounter(backbone=tiny_backbone) as c:

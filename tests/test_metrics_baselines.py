@@ -2,7 +2,7 @@ import torch
 import torch.nn as nn
 
 from glancemap import Classifier
-from glancemap.baselines import CenteredGaussian, UniformRandom
+from glancemap.methods import CenteredGaussian, UniformRandom
 from glancemap.metrics import confidence_change, keep_top_fraction
 
 
@@ -46,7 +46,7 @@ def test_baselines_shapes_and_ranges():
 
 
 def test_cam_family_through_grad_cam_package(tiny_backbone):
-    from glancemap.baselines import GradCamMethod
+    from glancemap.methods import GradCamMethod
 
     x = torch.rand(2, 3, *tiny_backbone.input_size)
     for method in ["gradcam", "gradcam++", "layercam", "eigencam", "scorecam"]:
@@ -56,7 +56,7 @@ def test_cam_family_through_grad_cam_package(tiny_backbone):
 
 
 def test_score_cam_in_image_chunks_gives_the_whole_batch_maps(tiny_backbone, monkeypatch):
-    from glancemap.baselines import GradCamMethod
+    from glancemap.methods import GradCamMethod
 
     x = torch.rand(5, 3, *tiny_backbone.input_size)
     t = torch.tensor([1, 2, 3, 4, 5])
@@ -79,7 +79,7 @@ def test_score_cam_in_image_chunks_gives_the_whole_batch_maps(tiny_backbone, mon
 def test_score_and_ablation_cam_print_no_progress_bars(tiny_backbone, capsys):
     import pytorch_grad_cam.score_cam
 
-    from glancemap.baselines import GradCamMethod
+    from glancemap.methods import GradCamMethod
 
     x = torch.rand(2, 3, *tiny_backbone.input_size)
     for method in ["scorecam", "ablationcam"]:
@@ -93,7 +93,8 @@ def test_score_and_ablation_cam_print_no_progress_bars(tiny_backbone, capsys):
 
 def test_gradcam_matches_plain_autograd(tiny_backbone):
     """Grad-CAM by hand: ReLU(sum_c mean(dy/dA_c) * A_c), upsampled and min-max normalised."""
-    from glancemap.baselines import GradCamMethod, default_target_layer
+    from glancemap.methods import GradCamMethod
+    from glancemap.models import default_target_layer
     from glancemap.explainer import minmax_normalize, resize_maps
 
     # its own generator: a class whose gradient-weighted map is negative everywhere has a constant
@@ -121,7 +122,7 @@ def test_gradcam_matches_plain_autograd(tiny_backbone):
 
 def test_rise_is_seeded_and_finds_the_bright_half():
     clf = Classifier(_MeanBrightness(), name="toy", input_size=8, num_classes=2, mean=(0, 0, 0), std=(1, 1, 1))
-    from glancemap.baselines import RISE
+    from glancemap.methods import RISE
 
     x = torch.zeros(1, 3, 8, 8)
     x[..., :, :4] = 1.0  # only the left half carries evidence for class 0
@@ -133,7 +134,7 @@ def test_rise_is_seeded_and_finds_the_bright_half():
 
 def test_auxiliary_cam_by_hand():
     from glancemap import load_classifier
-    from glancemap.baselines import AuxiliaryCAM
+    from glancemap.methods import AuxiliaryCAM
 
     torch.manual_seed(0)
     aux = load_classifier("efficientnet_lite0", "random")
@@ -149,7 +150,7 @@ def test_auxiliary_cam_by_hand():
 
 def test_gradcam_on_vit_uses_token_grid():
     from glancemap import load_classifier
-    from glancemap.baselines import GradCamMethod
+    from glancemap.methods import GradCamMethod
 
     vit = load_classifier("vit_b_16", "random")
     maps = GradCamMethod(vit, "gradcam")(torch.rand(1, 3, 224, 224), torch.tensor([0]))
@@ -173,7 +174,7 @@ class _ColourEvidence(nn.Module):
 def test_opticam_keeps_the_evidence_and_drops_the_counter_evidence():
     """The best map keeps the red square (evidence for class 0) and blacks out the green one; for
     class 1 the reverse. One batch, one weight vector per image."""
-    from glancemap.baselines import OptiCAM
+    from glancemap.methods import OptiCAM
 
     clf = Classifier(_ColourEvidence(), name="toy", input_size=8, num_classes=2, mean=(0, 0, 0), std=(1, 1, 1))
     x = torch.zeros(1, 3, 8, 8)
@@ -191,7 +192,7 @@ def test_opticam_keeps_the_evidence_and_drops_the_counter_evidence():
 
 
 def test_opticam_on_a_timm_backbone(tiny_backbone):
-    from glancemap.baselines import OptiCAM
+    from glancemap.methods import OptiCAM
 
     x = torch.rand(2, 3, *tiny_backbone.input_size)
     maps = OptiCAM(tiny_backbone, steps=3)(x, torch.tensor([1, 2]))

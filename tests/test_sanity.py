@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from glancemap.evaluation import build_method
+from glancemap.methods import MethodContext, create_method
 from glancemap.sanity import cascading_randomization, ptame_factory, randomization_stages, spearman
 from glancemap.images import list_images
 
@@ -26,8 +26,8 @@ def test_gradcam_reacts_and_auxiliary_cam_does_not(tiny_backbone, tiny_aux, tmp_
     before = {k: v.clone() for k, v in tiny_backbone.state_dict().items()}
     images = torch.rand(3, 3, *tiny_backbone.input_size)
     methods = {
-        "gradcam": lambda bb, k: build_method("gradcam", bb),
-        "auxcam": lambda bb, k: build_method("auxcam", bb, auxiliary=tiny_aux),
+        "gradcam": lambda bb, k: create_method("gradcam", MethodContext(bb)),
+        "auxcam": lambda bb, k: create_method("auxcam", MethodContext(bb, auxiliary=tiny_aux)),
         "ptame": ptame_factory(tiny_aux.name, list_images([image_folder]), tmp_path / "heads", steps=1, batch_size=4,
                                auxiliary_weights="random", backbone_weights="random"),
     }

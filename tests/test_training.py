@@ -117,14 +117,14 @@ def test_kill_9_then_resume_loses_at_most_n_steps(tmp_path):
 
 
 def test_trim_log_keeps_steps_up_to_the_checkpoint_and_drops_a_torn_line(tmp_path):
-    import glancemap.training.trainer as trainer
+    import glancemap.training.checkpoint as checkpoint
 
     log = tmp_path / "train_log.jsonl"
     log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 8)) + '{"step": 8, "lo')
-    assert trainer.trim_log(log, 5) == 3
+    assert checkpoint.trim_log(log, 5) == 3
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5]
-    assert trainer.trim_log(log, 5) == 0
-    assert trainer.trim_log(tmp_path / "missing.jsonl", 5) == 0
+    assert checkpoint.trim_log(log, 5) == 0
+    assert checkpoint.trim_log(tmp_path / "missing.jsonl", 5) == 0
 
 
 @pytest.mark.slow
@@ -132,9 +132,10 @@ def test_two_process_ddp_ends_with_identical_heads(tmp_path):
     images = tmp_path / "images"
     write_images(images, 16)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "glancemap.cli", "train", str(images), "--out", str(out), "--epochs", "2", "--batch-size", "2",
-           "--max-steps", "5", "--dump-rank-weights", "--device", "cpu", *TINY]
+    worker = Path(__file__).with_name("ddp_worker.py")
+    flags = [f for f in TINY if f != "--no-progress"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
+           str(images), str(out), "--epochs", "2", "--batch-size", "2", "--max-steps", "5", "--device", "cpu", *flags]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -20,22 +20,9 @@ from pathlib import Path
 
 import torch
 
+from .images import BadFileLog, BadImageError, load_image
+from .methods import METHODS, MethodContext, create_method, explainer_identity, method_label, method_names
 from .metrics import PassCounter, confidence_change, deletion_insertion, road
-
-METHODS = ("ptame", "ptame-single", "gradcam", "gradcam++", "scorecam", "ablationcam", "layercam", "eigencam",
-           "rise", "opticam", "auxcam", "gaussian", "random")
-LABELS = {"ptame": "P-TAME", "ptame-single": "P-TAME (one pass)", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++",
-          "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
-          "rise": "RISE", "opticam": "Opti-CAM", "auxcam": "Auxiliary CAM", "gaussian": "Centred Gaussian",
-          "random": "Uniform random"}
-
-
-def method_label(name: str) -> str:
-    """Display name: ``gradcam++`` -> ``Grad-CAM++``, ``ptame-e8`` -> ``P-TAME (e8)``."""
-    if name in LABELS:
-        return LABELS[name]
-    return f"P-TAME ({name[6:]})" if name.startswith("ptame-") else name
-
 
 class EvaluationMismatchError(RuntimeError):
     """An output folder holds results made with another backbone, explainer or metric setting."""
@@ -60,35 +47,23 @@ class MetricConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def build_method(name: str, backbone, explainer=None, *, auxiliary=None, cam_batch_size: int = 32,
-                 rise_masks: int = 4000, opticam_steps: int = 100, seed: int = 0) -> Callable:
-    """One method by name, all behind ``explain(images, targets) -> (B,1,H,W)`` maps in [0,1].
-
-    ``glancemap`` needs ``explainer`` (a :class:`~ptame.PTameExplainer` for this
-    backbone); ``auxcam`` uses the explainer's auxiliary, else ``auxiliary``.
-    """
-    from . import baselines
-
-    if name in ("ptame", "ptame-single"):
-        if explainer is None:
-            raise ValueError(f"method {name!r} needs an explainer")
-        return explainer if name == "ptame" else explainer.with_extra_aux_sizes([])
-    if name in baselines.GradCamMethod.METHODS:
-        return baselines.GradCamMethod(backbone, name, batch_size=cam_batch_size)
-    if name == "rise":
-        return baselines.RISE(backbone, n_masks=rise_masks, batch_size=cam_batch_size, seed=seed)
-    if name == "opticam":
-        return baselines.OptiCAM(backbone, steps=opticam_steps)
-    if name == "auxcam":
-        aux = explainer.auxiliary if explainer is not None else auxiliary
-        if aux is None:
-            raise ValueError("method 'auxcam' needs an explainer or an auxiliary classifier")
-        return baselines.AuxiliaryCAM(backbone, aux)
-    if name == "gaussian":
-        return baselines.CenteredGaussian()
-    if name == "random":
-        return baselines.UniformRandom(seed=seed)
-    raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+def plan_methods(names: Sequence[str], context: MethodContext, others: dict[str, object] | None = None
+                 ) -> tuple[dict[str, Callable[[], Callable]], dict[str, dict]]:
+    """Factories (built only when a method has images left) and identities of registered methods,
+    plus ``others``: further P-TAME explainers for the same backbone, scored as ``ptame-<name>``."""
+    factories: dict[str, Callable[[], Callable]] = {}
+    identities: dict[str, dict] = {}
+    for name in names:
+        spec = METHODS[name]
+        factories[name] = lambda name=name: create_method(name, context)
+        identities[name] = spec.identity(context)
+    for label, other in (others or {}).items():
+        name = f"ptame-{label}"
+        if name in factories:
+            raise ValueError(f"--also name {label!r} is taken; pick another")
+        factories[name] = lambda other=other: other
+        identities[name] = explainer_identity(other)
+    return factories, identities
 
 
 # ------------------------------------------------------------------ per batch
@@ -202,8 +177,6 @@ def run_evaluation(run: Run, files: Sequence[Path], methods: dict[str, Callable[
     """
     from tqdm.auto import tqdm
 
-    from .images import BadFileLog, BadImageError, load_image
-
     done = run.open()
     backbone = run.backbone
     transform = backbone.preprocessing.eval_transform()
@@ -238,6 +211,68 @@ def run_evaluation(run: Run, files: Sequence[Path], methods: dict[str, Callable[
                 bar.update(len(chunk))
             bar.close()
     return run.results
+
+
+# ------------------------------------------------------------------ one call
+
+DEFAULT_METHODS = "ptame,gradcam,gradcam++,layercam,eigencam,auxcam,gaussian,random"
+
+
+def evaluate(data: Sequence[str], out: str | os.PathLike | None = None, methods: str = DEFAULT_METHODS,
+             explainer: str | os.PathLike = "default", also: dict[str, str] | None = None,
+             backbone: str | None = None, backbone_weights: str | None = None, limit: int | None = None,
+             limit_for: dict[str, int] | None = None, batch_size: int = 16,
+             extra_aux_sizes: Sequence[int] | None = None, metrics: MetricConfig | None = None,
+             options: dict | None = None, device: torch.device | str = "cpu", progress: bool = True,
+             log: Callable[[str], None] = print) -> Path:
+    """Scores ``methods`` (registered names, or ``"all"``) on the images of ``data`` and writes
+    ``results.jsonl``, ``run.json``, ``table.md``, ``table.csv`` and, with P-TAME among them,
+    ``paired.md`` into ``out`` (default ``runs/eval-<backbone>``). Returns ``out``.
+
+    The backbone is the explainer's unless ``backbone`` names another; ``also`` maps names to
+    further explainer folders for the same backbone, scored as ``ptame-<name>``; ``options``
+    holds method settings (``cam_batch_size``, ``rise_masks``, ``opticam_steps``).
+    """
+    from .explainer import explainer_dir, load_explainer, network_from_config, read_explainer_config
+    from .images import list_images
+    from .models import load_classifier
+
+    names = method_names(methods)
+    directory = explainer_dir(explainer)
+    cfg = read_explainer_config(directory)
+    bb = load_classifier(backbone or cfg["backbone"]["name"],
+                         backbone_weights or (None if backbone else cfg["backbone"].get("weights")),
+                         device=device).freeze()
+    needs = {METHODS[n].needs for n in names}
+    ptame = None
+    if "explainer" in needs:
+        ptame = load_explainer(directory, backbone=bb, device=device)
+        if extra_aux_sizes is not None:
+            ptame = ptame.with_extra_aux_sizes(extra_aux_sizes)
+    auxiliary = ptame.auxiliary if ptame else (
+        network_from_config(cfg, "auxiliary", device) if "auxiliary" in needs else None)
+    files = list_images(data)[:limit]
+    if not files:
+        raise ValueError("no images found in --data")
+    others = {}
+    for label, path in (also or {}).items():
+        same_aux = auxiliary is not None and read_explainer_config(path)["auxiliary"] == cfg["auxiliary"]
+        others[label] = load_explainer(path, backbone=bb, auxiliary=auxiliary if same_aux else None, device=device)
+    context = MethodContext(bb, ptame, auxiliary, dict(options or {}))
+    factories, identities = plan_methods(names, context, others)
+    unknown = sorted(set(limit_for or {}) - set(factories))
+    if unknown:
+        raise ValueError(f"--limit-for names methods that are not evaluated: {', '.join(unknown)}")
+    out = Path(out or f"runs/eval-{bb.name}")
+    run = Run(out=out, backbone=bb, identity={"backbone": bb.describe() | {"weights": bb.weights_ref}},
+              config=metrics or MetricConfig(), methods=identities)
+    log(f"evaluating {', '.join(factories)} on {len(files)} images, backbone {bb.name} on {device}; "
+        f"per-image results stream to {run.results}")
+    run_evaluation(run, files, factories, limit_for, batch_size, progress=progress)
+    write_tables(summarize(run.results), out)
+    if "ptame" in factories:
+        write_paired_table(paired_differences(run.results, "ptame"), "ptame", out / "paired.md")
+    return out
 
 
 # ------------------------------------------------------------------ the table

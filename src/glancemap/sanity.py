@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from .maps import resize_maps
+from .methods import MethodContext, create_method, method_label, method_names
 
 MethodFactory = Callable[[object, int], Callable]  # (backbone copy, stage index) -> explain(images, targets)
 
@@ -151,10 +152,56 @@ def write_sanity_table(rows: list[dict], path: Path) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     stages = sorted({(r["stage"], r["randomized"]) for r in rows})
     cell = {(r["method"], r["stage"]): f"{r['spearman']:.3f} ± {r['se']:.3f}" for r in rows}
-    from .evaluation import method_label
-
     lines = ["| stage | randomised down to | " + " | ".join(method_label(m) for m in methods) + " |",
              "|---|---|" + "---|" * len(methods)]
     for k, what in stages:
         lines.append(f"| {k} | {what} | " + " | ".join(cell.get((m, k), "–") for m in methods) + " |")
     path.write_text("\n".join(lines) + "\n")
+
+
+def limit_stages(stages: list[list[str]], max_stages: int) -> list[list[str]]:
+    """At most ``max_stages`` stages, the last one taking all the rest (0: no limit)."""
+    if 0 < max_stages < len(stages):
+        return stages[: max_stages - 1] + [[n for s in stages[max_stages - 1 :] for n in s]]
+    return stages
+
+
+def run_sanity(data: Sequence[str], out: Path, methods: str = "ptame,gradcam,gradcam++,auxcam",
+               explainer: str = "default", train_data: Sequence[str] | None = None, images: int = 16,
+               max_stages: int = 6, ptame_steps: int = 60, ptame_batch_size: int = 16, lr: float | None = None,
+               seed: int = 0, device: torch.device | str = "cpu") -> list[dict]:
+    """The cascading randomisation check on the first ``images`` of ``data`` for the explainer's backbone;
+    writes ``sanity.json`` and ``sanity.md`` into ``out`` and returns the rows.
+
+    P-TAME (``ptame``) is retrained on every randomised backbone, with the explainer's own recipe
+    (``lr`` overrides its learning rate), ``ptame_steps`` steps on ``train_data``.
+    """
+    import json
+
+    from .explainer import network_from_config, read_explainer_config
+    from .images import list_images, load_image
+    from .training import training_recipe
+
+    names = method_names(methods)
+    if "ptame" in names and not train_data:
+        raise ValueError("method 'ptame' retrains its head on every randomised backbone: pass --train-data")
+    cfg = read_explainer_config(explainer)
+    backbone = network_from_config(cfg, "backbone", device)
+    auxiliary = network_from_config(cfg, "auxiliary", device)
+    transform = backbone.preprocessing.eval_transform()
+    batch = torch.stack([transform(load_image(f)) for f in list_images(data)[:images]]).to(device)
+    stages = limit_stages(randomization_stages(backbone.model), max_stages)
+    out.mkdir(parents=True, exist_ok=True)
+    factories: dict[str, MethodFactory] = {}
+    for n in names:
+        if n == "ptame":
+            recipe = training_recipe(cfg) | ({} if lr is None else {"lr": lr})
+            factories[n] = ptame_factory(auxiliary.name, list_images(train_data), out / "ptame-heads",
+                                         ptame_steps, ptame_batch_size, seed=seed, **recipe)
+        else:
+            factories[n] = lambda bb, k, n=n: create_method(n, MethodContext(bb, auxiliary=auxiliary,
+                                                                             options={"seed": seed}))
+    rows = cascading_randomization(backbone, factories, batch, stages, seed=seed)
+    (out / "sanity.json").write_text(json.dumps(rows, indent=1))
+    write_sanity_table(rows, out / "sanity.md")
+    return rows

@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from glancemap import load_classifier, load_explainer
-from glancemap.baselines import CenteredGaussian
-from glancemap.explainer.perturbation import perturb
-from glancemap.metrics import confidence_change
-from glancemap.images import load_image
-from glancemap.training import TrainConfig, build_explainer, imagenet_sample_split, training_step
 from glancemap.explainer import PTameLoss
+from glancemap.explainer.perturbation import perturb
+from glancemap.images import load_image
+from glancemap.methods import CenteredGaussian
+from glancemap.metrics import confidence_change
+from glancemap.training import TrainConfig, build_explainer, training_step
+
+from ..conftest import imagenet_sample_split
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +95,7 @@ def test_shipped_explainers_beat_sanity_baselines_in_the_benchmark(sample_dir, n
     than a centred Gaussian and far better than uniform noise, and keep far more confidence than noise.
     (On all 200 dev images P-TAME also has a lower AD@100 than the Gaussian; 16 images are too few
     for that: on these the Gaussian wins it.)"""
-    from glancemap.baselines import UniformRandom
+    from glancemap.methods import UniformRandom
     from glancemap.evaluation import MetricConfig, score_batch
 
     explainer = load_explainer(name)

@@ -1,21 +1,28 @@
-"""The P-TAME explainer: attention head, trained perturbation and loss."""
+"""The P-TAME explainer: attention head, trained perturbation, loss, and explainer folders on disk."""
 
-from .explainer import (
-    DEFAULT_EXPLAINER_DIR,
-    ExplainerMismatchError,
-    PTameExplainer,
-    load_explainer,
-    read_explainer_config,
-)
+from ..maps import minmax_normalize, resize_maps
+from .explainer import DEFAULT_EXPLAINER_DIR, PTameExplainer
 from .head import AttentionHead, FeatureBlock, FusionHead, SharedReadoutHead
 from .loss import LossWeights, PTameLoss, area_loss, total_variation
-from ..maps import minmax_normalize, resize_maps
 from .perturbation import perturb
+from .storage import (
+    ExplainerMismatchError,
+    explainer_dir,
+    load_explainer,
+    network_from_config,
+    read_explainer_config,
+    ship_explainer,
+    shipped_explainers,
+)
 
 __all__ = [
     "PTameExplainer",
     "load_explainer",
     "read_explainer_config",
+    "network_from_config",
+    "explainer_dir",
+    "ship_explainer",
+    "shipped_explainers",
     "ExplainerMismatchError",
     "DEFAULT_EXPLAINER_DIR",
     "AttentionHead",

@@ -10,12 +10,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..version import __version__
-from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
-from .head import AttentionHead, FusionHead, SharedReadoutHead
 from ..maps import minmax_normalize, resize_maps
+from ..methods.base import Explainer, Targets, check_images
+from ..models import Classifier, FeatureExtractor, default_layers
+from ..version import __version__
+from .head import AttentionHead, FusionHead, SharedReadoutHead
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "head.safetensors"
@@ -23,9 +24,6 @@ FORMAT = "glancemap-explainer/1"
 # explainer folders written before the project was renamed from ptame: read the same way
 LEGACY_FORMATS = ("ptame-explainer/1",)
 DEFAULT_EXPLAINER_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
-
-Targets = torch.Tensor | Sequence[int] | int | None
-
 
 def check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     """``[(h, w), ...]`` of positive ints, from pairs or single sides (a side ``s`` means ``(s, s)``)."""
@@ -38,7 +36,7 @@ def check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     return out
 
 
-class PTameExplainer(nn.Module):
+class PTameExplainer(nn.Module, Explainer):
     """Explains ``backbone`` with maps from a frozen auxiliary network and a trained head.
 
     Images are [0,1] RGB ``(B,3,H,W)`` at the backbone's input size (use
@@ -98,6 +96,7 @@ class PTameExplainer(nn.Module):
             raise ValueError(f"unknown head {head!r}: use 'per-class', 'shared' or 'auto'")
         self.head.to(auxiliary.device)
         self.training_info: dict[str, Any] = {}
+        self.source_dir: Path | None = None  # set by load_explainer
         self.eval()
 
     # ------------------------------------------------------------ properties
@@ -138,24 +137,6 @@ class PTameExplainer(nn.Module):
         """Unnormalised maps at the head's resolution (see :meth:`AttentionHead.forward`)."""
         return self.head(self.features(images), classes, per_sample=per_sample)
 
-    def _targets(self, images: torch.Tensor, targets: Targets) -> torch.Tensor:
-        b = images.shape[0]
-        if targets is None:
-            return self.backbone.predict(images)[0]
-        t = torch.as_tensor(targets, dtype=torch.long, device=images.device).flatten()
-        if t.numel() == 1 and b > 1:
-            t = t.expand(b)
-        if t.shape != (b,):
-            raise ValueError(f"need one target per image ({b}), got {tuple(t.shape)}")
-        if (t < 0).any() or (t >= self.num_classes).any():
-            raise ValueError(f"targets must be in [0, {self.num_classes}), got {t.tolist()}")
-        return t
-
-    def _check_images(self, images: torch.Tensor) -> None:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"images must be a (B,3,H,W) tensor in [0,1], got {shape}")
-
     @property
     def aux_sizes(self) -> list[tuple[int, int]]:
         """Every resolution the auxiliary runs at when explaining, the training one first."""
@@ -178,12 +159,11 @@ class PTameExplainer(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
         """Maps ``(B,1,H,W)`` in [0,1] at the images' resolution, for ``targets`` or the backbone's top-1."""
-        self._check_images(images)
-        t = self._targets(images, targets)
+        t = self.targets(images, targets)
         return self.multiscale_maps(images, images.shape[-2:], lambda f: self.head(f, t, per_sample=True))
 
     def explain(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
-        """The common explainer interface: same as calling the explainer."""
+        """The common method interface (:class:`~glancemap.methods.Explainer`): same as calling the explainer."""
         return self(images, targets)
 
     @torch.no_grad()
@@ -193,7 +173,7 @@ class PTameExplainer(nn.Module):
         ``resolution="head"`` returns them at the head's own (coarser) resolution,
         which is K times cheaper in memory than upsampling all of them.
         """
-        self._check_images(images)
+        check_images(images)
         if resolution not in ("input", "head"):
             raise ValueError("resolution must be 'input' or 'head'")
         size = images.shape[-2:] if resolution == "input" else self.features.feature_shapes()[0][1:]
@@ -202,7 +182,7 @@ class PTameExplainer(nn.Module):
     @torch.no_grad()
     def predict_and_explain(self, images: torch.Tensor, top_k: int = 1) -> dict[str, torch.Tensor]:
         """Backbone top-k classes ``(B,k)``, their softmax scores ``(B,k)`` and maps ``(B,k,H,W)``."""
-        self._check_images(images)
+        check_images(images)
         probs = self.backbone(images).softmax(dim=1)
         scores, classes = probs.topk(top_k, dim=1)
         maps = self.multiscale_maps(images, images.shape[-2:], lambda feats: torch.cat(
@@ -241,125 +221,3 @@ class PTameExplainer(nn.Module):
         tmp.write_text(json.dumps(self.config(), indent=1))
         os.replace(tmp, out / CONFIG_NAME)
         return out
-
-
-class ExplainerMismatchError(ValueError):
-    """The saved explainer was made for another backbone, auxiliary or class count."""
-
-
-def shipped_explainers() -> list[str]:
-    """Names of the explainers that ship with glancemap (``default`` explains efficientnet_lite2)."""
-    root = DEFAULT_EXPLAINER_DIR.parent
-    return sorted(d.name for d in root.iterdir() if (d / CONFIG_NAME).is_file())
-
-
-def explainer_dir(path: str | os.PathLike) -> Path:
-    """The folder of a saved explainer: a folder, one of its two files, or a shipped name
-    (``"default"`` always; ``"efficientnet_lite1"`` unless a local path has that name)."""
-    if str(path) == "default":
-        return DEFAULT_EXPLAINER_DIR
-    p = Path(path)
-    if not p.exists() and str(path) in shipped_explainers():
-        return DEFAULT_EXPLAINER_DIR.parent / str(path)
-    return p.parent if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME) else p
-
-
-def read_explainer_config(path: str | os.PathLike) -> dict[str, Any]:
-    directory = explainer_dir(path)
-    cfg_path = directory / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise FileNotFoundError(
-            f"{directory} is not a glancemap explainer (no {CONFIG_NAME}); "
-            "train one with 'glancemap train' or use 'default'"
-        )
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_path} is not valid JSON: {exc}") from exc
-    if cfg.get("format") in LEGACY_FORMATS:
-        cfg["format"] = FORMAT
-        cfg.setdefault("glancemap_version", cfg.pop("ptame_version", None))
-    if cfg.get("format") != FORMAT:
-        raise ValueError(f"{cfg_path}: unknown format {cfg.get('format')!r} (expected {FORMAT!r})")
-    return cfg
-
-
-def _check_model(role: str, expected: dict, got: Classifier) -> None:
-    if got.name != expected["name"]:
-        raise ExplainerMismatchError(
-            f"this explainer was trained for {role} {expected['name']!r}, not {got.name!r}; "
-            f"train one for {got.name!r} with 'glancemap train'"
-        )
-    if got.num_classes != expected["num_classes"]:
-        raise ExplainerMismatchError(
-            f"this explainer's {role} {expected['name']!r} had {expected['num_classes']} classes, "
-            f"the given one has {got.num_classes}"
-        )
-
-
-def network_from_config(cfg: dict[str, Any], role: str, device: str | torch.device | None = None) -> Classifier:
-    """Rebuilds the ``"backbone"`` or ``"auxiliary"`` an explainer config names (frozen)."""
-    spec = cfg[role]
-    if spec.get("source") == "custom":
-        raise ExplainerMismatchError(
-            f"this explainer explains a custom {role} {spec['name']!r}: pass {role}=Classifier(...) "
-            "or register_classifier() it"
-        )
-    return load_classifier(spec["name"], spec.get("weights"), device=device).freeze()
-
-
-def load_explainer(
-    path: str | os.PathLike = "default",
-    backbone: Classifier | None = None,
-    auxiliary: Classifier | None = None,
-    device: str | torch.device | None = None,
-) -> PTameExplainer:
-    """Loads a saved explainer; ``"default"`` is the one shipped with glancemap.
-
-    The backbone and auxiliary are rebuilt by name unless given; given ones
-    must match the names and class counts the explainer was trained with.
-    """
-    directory = explainer_dir(path)
-    cfg = read_explainer_config(directory)
-
-    def resolve(role: str, given: Classifier | None) -> Classifier:
-        if given is None:
-            given = network_from_config(cfg, role)
-        _check_model(role, cfg[role], given)
-        return given
-
-    bb = resolve("backbone", backbone)
-    if bb.num_classes != cfg["num_classes"]:
-        raise ExplainerMismatchError(
-            f"this explainer has {cfg['num_classes']} class maps; backbone {bb.name!r} has {bb.num_classes} classes"
-        )
-    aux = resolve("auxiliary", auxiliary)
-    if device is not None:
-        bb.to(device)
-        aux.to(device)
-    explainer = PTameExplainer(
-        bb, aux, cfg["layers"], tuple(cfg["aux_input_size"]), head_bias=bool(cfg.get("head_bias", False)),
-        head=cfg.get("head", "per-class"), extra_aux_sizes=[tuple(s) for s in cfg.get("extra_aux_sizes", [])],
-    )
-    if explainer.head.channels != list(cfg["feature_channels"]):
-        raise ExplainerMismatchError(
-            f"auxiliary layers give channels {explainer.head.channels}, explainer expects {cfg['feature_channels']}"
-        )
-    try:
-        state = load_file(str(directory / WEIGHTS_NAME))
-    except Exception as exc:
-        raise ValueError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
-    expected = explainer.head.state_dict()
-    for key, value in expected.items():
-        if key not in state:
-            raise ExplainerMismatchError(f"{directory / WEIGHTS_NAME}: missing tensor {key!r}")
-        if state[key].shape != value.shape:
-            raise ExplainerMismatchError(
-                f"{directory / WEIGHTS_NAME}: {key} has shape {tuple(state[key].shape)}, "
-                f"the head for {bb.name}/{aux.name} needs {tuple(value.shape)}"
-            )
-    explainer.head.load_state_dict({k: state[k] for k in expected})
-    explainer.training_info = cfg.get("training", {})
-    if device is not None:
-        explainer.to(device)
-    return explainer.eval()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -19,19 +19,22 @@ class LossWeights:
     & Gal's real-time saliency objective; P-TAME's CE term is the "preserver".
     """
 
-    ce: float = 1.5
-    area: float = 2.0
-    tv: float = 0.01
-    p_area: float = 0.3
-    beta: float = 0.3
+    ce: float = field(default=1.5, metadata={"help": "weight of the cross-entropy (keep the class) term"})
+    area: float = field(default=2.0, metadata={"help": "weight of the area term"})
+    tv: float = field(default=0.01, metadata={"help": "weight of the smoothness (total variation) term"})
+    p_area: float = field(default=0.3, metadata={"help": "exponent of the area term"})
+    beta: float = field(default=0.3, metadata={"help": "weight of the border in the TV term"})
     area_eps: float = 0.0005
-    destroy: float = 0.0
-    destroy_fill: str = "blur"  # what replaces the removed region: "blur", "diffuse" or "inpaint" (remove_regions)
-    destroy_sigma: float = 5.0  # pixels, of that blur / diffusion
-    # ROAD-shaped removal (ours): the map's top f pixels, f ~ U(rank_fractions), removed as a
-    # hard mask and filled from the rest of the image; weighs D on that image (0 = off)
+    destroy: float = field(default=0.0, metadata={
+        "help": "weight of our removal term: the map's region blurred away must lose the class (0: the paper's)"})
+    destroy_sigma: float = 5.0  # pixels: the blur that removes the region, and the finest scale of the inpaint fill
+    # Experimental (``train --experimental KEY=VALUE``; measured no gain so far, docs/experiments.md):
+    # ROAD-shaped removal, the map's top f pixels, f ~ U(rank_fractions), removed as a hard mask and
+    # filled from the rest of the image; weighs D on that image (0 = off)
     rank_destroy: float = 0.0
     rank_fractions: tuple[float, float] = (0.1, 0.5)
+
+    EXPERIMENTAL = ("rank_destroy", "rank_fractions")
 
     def __post_init__(self) -> None:
         lo, hi = (float(v) for v in self.rank_fractions)

@@ -15,19 +15,18 @@ def perturb(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     return images * resize_maps(maps, images.shape[-2:])
 
 
-REMOVAL_FILLS = ("blur", "diffuse", "inpaint")
+REMOVAL_FILLS = ("blur", "inpaint")
 
 
 def remove_regions(images: torch.Tensor, maps: torch.Tensor, fill: str = "blur", sigma: float = 5.0) -> torch.Tensor:
     """Differentiable removal of the mapped regions: ``images*(1-m) + substitute*m``.
 
     ``fill="blur"``: the substitute is the image blurred with ``sigma`` (pixels).
-    ``fill="diffuse"``: the substitute is grown from the *kept* pixels only
-    (normalised convolution, ``blur(x*(1-m)) / blur(1-m)``), so nothing of the
+    ``fill="inpaint"``: the substitute is grown from the *kept* pixels only
+    (normalised convolution, ``blur(x*(1-m)) / blur(1-m)``, at ``sigma``, 4x and
+    16x so large holes fill too; see :func:`diffuse_fill`), so nothing of the
     removed content leaks back: a smooth, differentiable stand-in for the
     inpainting that ROAD uses (Telea, linear imputation).
-    ``fill="inpaint"``: that diffusion at ``sigma``, 4x and 16x, so large holes fill too
-    (see :func:`diffuse_fill`).
 
     Args:
         images: ``(B,3,H,W)`` in [0,1]; maps ``(B,1,h,w)`` in [0,1] (1 = removed), upsampled bilinearly.
@@ -35,8 +34,6 @@ def remove_regions(images: torch.Tensor, maps: torch.Tensor, fill: str = "blur",
     m = resize_maps(maps, images.shape[-2:])
     if fill == "blur":
         substitute = gaussian_blur(images, sigma)
-    elif fill == "diffuse":
-        substitute = diffuse_fill(images, 1 - m, (sigma,))
     elif fill == "inpaint":
         substitute = diffuse_fill(images, 1 - m, (sigma, 4 * sigma, 16 * sigma))
     else:

@@ -1,17 +1,9 @@
-"""Training P-TAME heads: the loop, checkpoints, distributed runs."""
+"""Training P-TAME heads: the run's config, the loop, checkpoints, distributed runs."""
 
-from .trainer import (
-    PRESETS,
-    TrainConfig,
-    TrainingDivergedError,
-    build_explainer,
-    imagenet_sample_split,
-    load_checkpoint,
-    save_checkpoint,
-    train,
-    training_recipe,
-    training_step,
-)
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import PRESETS, TrainConfig, TrainingDivergedError
+from .init import build_explainer
+from .trainer import train, training_recipe, training_step
 
 __all__ = [
     "TrainConfig",
@@ -23,5 +15,4 @@ __all__ = [
     "TrainingDivergedError",
     "save_checkpoint",
     "load_checkpoint",
-    "imagenet_sample_split",
 ]

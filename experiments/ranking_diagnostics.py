@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from glancemap import load_explainer
-from glancemap.baselines import AuxiliaryCAM, GradCamMethod
+from glancemap.methods import AuxiliaryCAM, GradCamMethod
 from glancemap.maps import gaussian_blur
 from glancemap.metrics import road
 from glancemap.sanity import spearman
 from glancemap.images import load_image
-from glancemap.training import imagenet_sample_split
+from sample_split import imagenet_sample_split
 
 
 def main() -> None:

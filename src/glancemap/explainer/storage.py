@@ -1,0 +1,162 @@
+"""Explainer folders on disk: finding, reading, checking, loading and shipping them.
+
+A folder holds ``config.json`` (what the explainer explains and how it was
+trained) and ``head.safetensors`` (the trained head; nothing is unpickled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..models import Classifier, load_classifier
+from .explainer import CONFIG_NAME, DEFAULT_EXPLAINER_DIR, FORMAT, LEGACY_FORMATS, WEIGHTS_NAME, PTameExplainer
+
+
+class ExplainerMismatchError(ValueError):
+    """The saved explainer was made for another backbone, auxiliary or class count."""
+
+
+def shipped_explainers() -> list[str]:
+    """Names of the explainers that ship with glancemap (``default`` explains efficientnet_lite2)."""
+    root = DEFAULT_EXPLAINER_DIR.parent
+    return sorted(d.name for d in root.iterdir() if (d / CONFIG_NAME).is_file())
+
+
+def explainer_dir(path: str | os.PathLike) -> Path:
+    """The folder of a saved explainer: a folder, one of its two files, or a shipped name
+    (``"default"`` always; ``"efficientnet_lite1"`` unless a local path has that name)."""
+    if str(path) == "default":
+        return DEFAULT_EXPLAINER_DIR
+    p = Path(path)
+    if not p.exists() and str(path) in shipped_explainers():
+        return DEFAULT_EXPLAINER_DIR.parent / str(path)
+    return p.parent if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME) else p
+
+
+def read_explainer_config(path: str | os.PathLike) -> dict[str, Any]:
+    directory = explainer_dir(path)
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(
+            f"{directory} is not a glancemap explainer (no {CONFIG_NAME}); "
+            "train one with 'glancemap train' or use 'default'"
+        )
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    if cfg.get("format") in LEGACY_FORMATS:
+        cfg["format"] = FORMAT
+        cfg.setdefault("glancemap_version", cfg.pop("ptame_version", None))
+    if cfg.get("format") != FORMAT:
+        raise ValueError(f"{cfg_path}: unknown format {cfg.get('format')!r} (expected {FORMAT!r})")
+    return cfg
+
+
+def _check_model(role: str, expected: dict, got: Classifier) -> None:
+    if got.name != expected["name"]:
+        raise ExplainerMismatchError(
+            f"this explainer was trained for {role} {expected['name']!r}, not {got.name!r}; "
+            f"train one for {got.name!r} with 'glancemap train'"
+        )
+    if got.num_classes != expected["num_classes"]:
+        raise ExplainerMismatchError(
+            f"this explainer's {role} {expected['name']!r} had {expected['num_classes']} classes, "
+            f"the given one has {got.num_classes}"
+        )
+
+
+def network_from_config(cfg: dict[str, Any], role: str, device: str | torch.device | None = None) -> Classifier:
+    """Rebuilds the ``"backbone"`` or ``"auxiliary"`` an explainer config names (frozen)."""
+    spec = cfg[role]
+    if spec.get("source") == "custom":
+        raise ExplainerMismatchError(
+            f"this explainer explains a custom {role} {spec['name']!r}: pass {role}=Classifier(...) "
+            "or register_classifier() it"
+        )
+    return load_classifier(spec["name"], spec.get("weights"), device=device).freeze()
+
+
+def load_explainer(
+    path: str | os.PathLike = "default",
+    backbone: Classifier | None = None,
+    auxiliary: Classifier | None = None,
+    device: str | torch.device | None = None,
+) -> PTameExplainer:
+    """Loads a saved explainer; ``"default"`` is the one shipped with glancemap.
+
+    The backbone and auxiliary are rebuilt by name unless given; given ones
+    must match the names and class counts the explainer was trained with.
+    """
+    directory = explainer_dir(path)
+    cfg = read_explainer_config(directory)
+
+    def resolve(role: str, given: Classifier | None) -> Classifier:
+        if given is None:
+            given = network_from_config(cfg, role)
+        _check_model(role, cfg[role], given)
+        return given
+
+    bb = resolve("backbone", backbone)
+    if bb.num_classes != cfg["num_classes"]:
+        raise ExplainerMismatchError(
+            f"this explainer has {cfg['num_classes']} class maps; backbone {bb.name!r} has {bb.num_classes} classes"
+        )
+    aux = resolve("auxiliary", auxiliary)
+    if device is not None:
+        bb.to(device)
+        aux.to(device)
+    explainer = PTameExplainer(
+        bb, aux, cfg["layers"], tuple(cfg["aux_input_size"]), head_bias=bool(cfg.get("head_bias", False)),
+        head=cfg.get("head", "per-class"), extra_aux_sizes=[tuple(s) for s in cfg.get("extra_aux_sizes", [])],
+    )
+    if explainer.head.channels != list(cfg["feature_channels"]):
+        raise ExplainerMismatchError(
+            f"auxiliary layers give channels {explainer.head.channels}, explainer expects {cfg['feature_channels']}"
+        )
+    try:
+        state = load_file(str(directory / WEIGHTS_NAME))
+    except Exception as exc:
+        raise ValueError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
+    expected = explainer.head.state_dict()
+    for key, value in expected.items():
+        if key not in state:
+            raise ExplainerMismatchError(f"{directory / WEIGHTS_NAME}: missing tensor {key!r}")
+        if state[key].shape != value.shape:
+            raise ExplainerMismatchError(
+                f"{directory / WEIGHTS_NAME}: {key} has shape {tuple(state[key].shape)}, "
+                f"the head for {bb.name}/{aux.name} needs {tuple(value.shape)}"
+            )
+    explainer.head.load_state_dict({k: state[k] for k in expected})
+    explainer.training_info = cfg.get("training", {})
+    explainer.source_dir = directory  # the folder its head came from (evaluation records the file's hash)
+    if device is not None:
+        explainer.to(device)
+    return explainer.eval()
+
+
+def ship_explainer(source: str | os.PathLike, destination: str | os.PathLike, dtype: torch.dtype = torch.float16) -> Path:
+    """Writes a trained explainer in the form glancemap ships: the same config, the head's floating-point
+    tensors stored as ``dtype`` (half the bytes; integer buffers unchanged). Loading casts them back to
+    float32, so the maps differ from the source's only by that rounding."""
+    src, dst = explainer_dir(source), Path(destination)
+    read_explainer_config(src)  # refuse anything that is not an explainer folder
+    try:
+        state = load_file(str(src / WEIGHTS_NAME))
+    except Exception as exc:
+        raise ValueError(f"cannot read {src / WEIGHTS_NAME}: {exc}") from exc
+    dst.mkdir(parents=True, exist_ok=True)
+    small = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    tmp = dst / (WEIGHTS_NAME + ".tmp")
+    save_file(small, str(tmp), metadata={"format": FORMAT})
+    os.replace(tmp, dst / WEIGHTS_NAME)
+    if src.resolve() != dst.resolve():
+        shutil.copyfile(src / CONFIG_NAME, dst / CONFIG_NAME)
+    return dst

@@ -1,0 +1,37 @@
+"""P-TAME itself as registered methods: the trained explainer, multi-scale and one pass.
+
+The explainer comes ready-made in the :class:`MethodContext` (loaded from a
+folder by the caller), so this module needs nothing of the explainer package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from .registry import MethodContext, register_method
+
+
+def explainer_identity(explainer: Any, extra_aux_sizes=None) -> dict:
+    """What makes two runs of an explainer the same method: its head file's hash and, when it
+    explains at several auxiliary sizes, those sizes (absent for single-pass maps)."""
+    source = getattr(explainer, "source_dir", None)
+    if source is None:
+        raise ValueError("an explainer's identity needs the folder it was loaded from (load_explainer sets it)")
+    ident = {"explainer_head_sha256": hashlib.sha256((source / "head.safetensors").read_bytes()).hexdigest()[:16]}
+    sizes = explainer.extra_aux_sizes if extra_aux_sizes is None else extra_aux_sizes
+    if sizes:
+        ident["extra_aux_sizes"] = [list(s) for s in sizes]
+    return ident
+
+
+def _single(ctx: MethodContext):
+    return ctx.explainer.with_extra_aux_sizes([])
+
+
+register_method("ptame", "P-TAME", lambda ctx: ctx.explainer, needs="explainer",
+                identity=lambda ctx: explainer_identity(ctx.explainer),
+                summary="the trained explainer (its multi-scale setting); no backbone pass")
+register_method("ptame-single", "P-TAME (one pass)", _single, needs="explainer",
+                identity=lambda ctx: explainer_identity(ctx.explainer, []),
+                summary="the same head with one auxiliary pass (the paper's inference)")

@@ -1,0 +1,105 @@
+"""What defines a training run: :class:`TrainConfig` and the paper's presets of loss weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..explainer import LossWeights
+
+
+@dataclass(frozen=True)
+class Preset:
+    loss: LossWeights
+    weight_decay: float
+    note: str
+
+
+# The paper's tuned values per backbone; "default" is the issue's general setting.
+PRESETS: dict[str, Preset] = {
+    "default": Preset(LossWeights(), 1e-4, "general defaults"),
+    "paper-vgg16": Preset(LossWeights(ce=0.07278, area=0.977712, tv=1e-4), 0.13324, "P-TAME paper, VGG-16"),
+    "paper-resnet50": Preset(LossWeights(ce=0.16143, area=0.83857, tv=0.0), 2.4267e-4, "P-TAME paper, ResNet-50"),
+    "paper-vit_b_16": Preset(
+        LossWeights(ce=0.13129, area=0.83857, tv=0.0, beta=0.0, p_area=0.5), 1.3309e-4, "P-TAME paper, ViT-B/16"
+    ),
+}
+
+
+def option(default=None, help: str = "", *, factory=None, **cli) -> Any:
+    """A :class:`TrainConfig` field that is also a ``train`` flag: ``help`` and argparse settings
+    (``type``, ``nargs``, ``choices``, ``metavar``; ``parse`` turns the parsed value into the field's)
+    live beside the default, so the command line cannot drift from the config."""
+    metadata = {"help": help, **cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in checkpoints and the explainer config).
+
+    Fields made with :func:`option` are the ``train`` command's flags (``--batch-size`` for
+    ``batch_size``); the others are set from Python only.
+    """
+
+    data: list[str]
+    out: str
+    backbone: str = option("efficientnet_lite2", "classifier to explain (a registered name, timm:NAME, torchvision:NAME)")
+    backbone_weights: str | None = option(None, "local weights file of the backbone, or 'random'")
+    auxiliary: str = option("efficientnet_lite0", "frozen feature network")
+    auxiliary_weights: str | None = option(None, "local weights file of the auxiliary, or 'random'")
+    layers: list[str] | None = option(None, "comma-separated auxiliary module names (default per network)",
+                                      parse=lambda v: v.split(",") if v else None, type=str)
+    aux_input_size: list[int] | None = option(None, "side the auxiliary sees (default: its own input size)", type=int,
+                                              parse=lambda v: [v, v] if v else None)
+    extra_aux_sizes: list[int] = option(
+        help="multi-scale inference: also run the auxiliary at these sides and average the maps (saved in the "
+             "explainer; training is unaffected)", factory=list, type=int, nargs="+", metavar="SIDE")
+    train_aux_sides: list[int] = option(
+        help="scale augmentation: each step runs the auxiliary at one of these sides, drawn at random, so the head "
+             "also learns the features multi-scale inference reads", factory=list, type=int, nargs="+", metavar="SIDE")
+    preset: str = option("default", "loss weights and weight decay", choices=sorted(PRESETS))
+    loss: dict[str, float | str] = field(default_factory=dict)  # overrides of the preset's weights
+    weight_decay: float | None = option(None, "AdamW weight decay (default: the preset's)", type=float)
+    init: str = option("aux-cam", "aux-cam: start from the auxiliary's calibrated CAM (ours); paper: default init",
+                       choices=["aux-cam", "paper"])
+    init_from: str | None = option(None, "start from this saved explainer's head (fine-tune)")
+    head: str = option("auto", "shared: one projection read through the auxiliary's classifier, so classes absent "
+                       "from the training images are trained too (needs the backbone's classes on the auxiliary); "
+                       "per-class: the paper's head, fusion weights of its own per class; auto: shared when possible",
+                       choices=["auto", "shared", "per-class"])
+    head_bias: bool | None = None  # None: with aux-cam (the calibration needs an offset), not with paper
+    cam_keep: float = 0.4  # aux-cam calibration: fraction of pixels the initial sigmoid maps keep above 0.5
+    epochs: int = option(1, "passes over the images", type=int)
+    batch_size: int = option(32, "images per step (per process)", type=int)
+    lr: float = option(1e-4, "peak learning rate of the one-cycle schedule", type=float)
+    crop_scale: tuple[float, float] = option((0.25, 1.0), "RandomResizedCrop's area range", type=float, nargs=2,
+                                             metavar=("MIN", "MAX"), parse=tuple)
+    max_steps: int | None = option(None, "stop after this many steps", type=int)
+    checkpoint_every: int = option(50, "steps between atomic checkpoints", type=int)
+    workers: int = option(1, "image-loading processes (0: load in the training process)", type=int)
+    seed: int = option(0, "seed of the crops, the order and the auxiliary sides", type=int)
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    command: str | None = None  # the command line, recorded in the explainer's config
+
+    def loss_weights(self) -> LossWeights:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        return replace(PRESETS[self.preset].loss, **self.loss)
+
+    def resolved_weight_decay(self) -> float:
+        return PRESETS[self.preset].weight_decay if self.weight_decay is None else self.weight_decay
+
+    # fields that must agree between a checkpoint and a resumed run
+    IDENTITY = ("backbone", "backbone_weights", "auxiliary", "auxiliary_weights", "layers", "aux_input_size",
+                "train_aux_sides", "preset", "loss", "weight_decay", "init", "init_from", "head", "head_bias", "epochs",
+                "batch_size", "lr", "seed")
+
+    def uses_head_bias(self) -> bool:
+        return self.init == "aux-cam" if self.head_bias is None else self.head_bias
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
