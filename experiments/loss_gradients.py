@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from glancemap import load_explainer  # noqa: E402
 from glancemap.explainer import LossWeights, PTameLoss  # noqa: E402
-from glancemap.training import training_step  # noqa: E402
 from glancemap.images import list_images, load_image  # noqa: E402
+from glancemap.training import training_step  # noqa: E402
 
 
 def main() -> None:

@@ -31,10 +31,10 @@ from glancemap import load_explainer
 from glancemap.evaluation import mean_and_se, read_results
 from glancemap.explainer.head import SharedReadoutHead
 from glancemap.explainer.perturbation import remove_regions
+from glancemap.images import load_image
 from glancemap.maps import gaussian_blur, minmax_normalize, resize_maps
 from glancemap.metrics import confidence_change, relevance_order, removed_masks, road, telea_inpaint
 from glancemap.models.classifier import find_linear_classifier
-from glancemap.images import load_image
 
 
 def contrastive_readout(explainer, targets: torch.Tensor, k: int):
@@ -129,8 +129,11 @@ def main() -> None:
     ap.add_argument("--against", default="ptame,gradcam,gradcam++,scorecam", help="its methods to pair with")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=25)
-    ap.add_argument("--compare-fills", action="store_true",
-                    help="first check how closely the training fills track ROAD's Telea inpainting")
+    ap.add_argument(
+        "--compare-fills",
+        action="store_true",
+        help="first check how closely the training fills track ROAD's Telea inpainting",
+    )
     args = ap.parse_args()
 
     files = [line.strip() for line in open(args.files) if line.strip()][: args.limit]
@@ -160,8 +163,10 @@ def main() -> None:
             gap += (r["lerf_auc"] - r["morf_auc"]).tolist()
             morf += r["morf_auc"].tolist()
             drop += cc["drop"].tolist()
-        line = (f"{name}: n {len(files)}, LeRF-MoRF {sum(gap) / len(gap):.3f}, MoRF {sum(morf) / len(morf):.3f}, "
-                f"AD@100 {sum(drop) / len(drop):.2f}")
+        line = (
+            f"{name}: n {len(files)}, LeRF-MoRF {sum(gap) / len(gap):.3f}, MoRF {sum(morf) / len(morf):.3f}, "
+            f"AD@100 {sum(drop) / len(drop):.2f}"
+        )
         for method in args.against.split(","):
             scored = reference.get(method, {})
             diffs = [g - scored[f]["ROAD LeRF-MoRF"] for g, f in zip(gap, files) if f in scored]

@@ -14,14 +14,14 @@ import math
 
 import torch
 import torch.nn.functional as F
+from sample_split import imagenet_sample_split
 
 from glancemap import load_explainer
-from glancemap.methods import AuxiliaryCAM, GradCamMethod
+from glancemap.images import load_image
 from glancemap.maps import gaussian_blur
+from glancemap.methods import AuxiliaryCAM, GradCamMethod
 from glancemap.metrics import road
 from glancemap.sanity import spearman
-from glancemap.images import load_image
-from sample_split import imagenet_sample_split
 
 
 def main() -> None:
@@ -38,8 +38,9 @@ def main() -> None:
     aux_cam, grad_cam = AuxiliaryCAM(bb, ex.auxiliary), GradCamMethod(bb, "gradcam")
     variants = {
         "as is": lambda m: m,
-        "pooled to 9x9": lambda m: F.interpolate(F.adaptive_avg_pool2d(m, 9), size=m.shape[-2:], mode="bilinear",
-                                                 align_corners=False),
+        "pooled to 9x9": lambda m: F.interpolate(
+            F.adaptive_avg_pool2d(m, 9), size=m.shape[-2:], mode="bilinear", align_corners=False
+        ),
         "blurred, sigma 8 px": lambda m: gaussian_blur(m, 8.0),
     }
     rho: dict[str, list[torch.Tensor]] = {"P-TAME vs aux CAM": [], "P-TAME vs Grad-CAM": [], "aux CAM vs Grad-CAM": []}
@@ -62,8 +63,10 @@ def main() -> None:
     for key, vals in gaps.items():
         v = torch.cat(vals)
         d = v[:, 1] - v[:, 0]
-        print(f"ROAD of P-TAME maps {key:20s} MoRF {v[:, 0].mean():.3f}  LeRF {v[:, 1].mean():.3f}  "
-              f"LeRF-MoRF {d.mean():.3f} ± {d.std() / math.sqrt(n):.3f}")
+        print(
+            f"ROAD of P-TAME maps {key:20s} MoRF {v[:, 0].mean():.3f}  LeRF {v[:, 1].mean():.3f}  "
+            f"LeRF-MoRF {d.mean():.3f} ± {d.std() / math.sqrt(n):.3f}"
+        )
 
 
 if __name__ == "__main__":

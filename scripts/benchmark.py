@@ -33,8 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from glancemap import load_explainer  # noqa: E402
-from glancemap.methods import MethodContext, create_method  # noqa: E402
 from glancemap.explainer import PTameLoss  # noqa: E402
+from glancemap.methods import MethodContext, create_method  # noqa: E402
 from glancemap.training import TrainConfig, training_step  # noqa: E402
 
 
@@ -63,8 +63,9 @@ def set_layout(explainer, channels_last: bool) -> None:
     explainer.auxiliary.channels_last = channels_last
 
 
-def time_by_layout(explainer, fns: dict, layouts: dict[str, bool], repeats: int,
-                   device: torch.device) -> dict[tuple[str, str], float]:
+def time_by_layout(
+    explainer, fns: dict, layouts: dict[str, bool], repeats: int, device: torch.device
+) -> dict[tuple[str, str], float]:
     """Median seconds of each ``fns`` entry in each layout, keyed ``(name, layout)``: one warm-up call
     each, then ``repeats`` rounds in which the layouts alternate, so drift hits all alike."""
     times: dict[tuple[str, str], list[float]] = {}
@@ -91,8 +92,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--baselines", default="", help="comma-separated methods to time beside it, e.g. gradcam,scorecam")
     ap.add_argument("--baseline-images", type=int, default=2)
-    ap.add_argument("--layouts", action="store_true",
-                    help="also time everything with the networks in the contiguous layout, side by side")
+    ap.add_argument(
+        "--layouts",
+        action="store_true",
+        help="also time everything with the networks in the contiguous layout, side by side",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,28 +141,39 @@ def main() -> None:
     def label(name: str, layout: str) -> str:
         return f"{name} [{layout}]" if args.layouts else name
 
-    print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else os.cpu_count()} "
-          f"{'' if device.type == 'cuda' else 'cores, '}{torch.get_num_threads()} threads), torch {torch.__version__}")
-    print(f"backbone {backbone.name} at {explainer.input_size}, auxiliary {explainer.auxiliary.name} at "
-          f"{explainer.aux_sizes}, batch {b}, median of {args.repeats}")
+    print(
+        f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else os.cpu_count()} "
+        f"{'' if device.type == 'cuda' else 'cores, '}{torch.get_num_threads()} threads), torch {torch.__version__}"
+    )
+    print(
+        f"backbone {backbone.name} at {explainer.input_size}, auxiliary {explainer.auxiliary.name} at "
+        f"{explainer.aux_sizes}, batch {b}, median of {args.repeats}"
+    )
     width = max(26, *(len(label(*k)) for k in med))
     for key, t in med.items():
         print(f"  {label(*key):{width}s} {b / t:8.1f} images/s   ({1000 * t / b:6.1f} ms/image)")
     m = {name: med[(name, "channels-last")] for name in contenders}  # the shipped layout
-    print(f"  ratio explain(given)/backbone forward: {m['explain (given classes)'] / m['backbone forward']:.2f} "
-          "(cost of one explanation in backbone forwards)")
+    print(
+        f"  ratio explain(given)/backbone forward: {m['explain (given classes)'] / m['backbone forward']:.2f} "
+        "(cost of one explanation in backbone forwards)"
+    )
     print(f"  ratio explain(top-1)/backbone forward: {m['explain (backbone top-1)'] / m['backbone forward']:.2f}")
     if "explain, one pass (given)" in m:
-        print(f"  ratio explain one pass(given)/backbone forward: "
-              f"{m['explain, one pass (given)'] / m['backbone forward']:.2f}")
+        print(
+            f"  ratio explain one pass(given)/backbone forward: "
+            f"{m['explain, one pass (given)'] / m['backbone forward']:.2f}"
+        )
     given = m["explain (given classes)"] / b
     for name in filter(None, args.baselines.split(",")):
         method = create_method(name, MethodContext(backbone, explainer))
         n = min(args.baseline_images, b)
-        seconds = _time(lambda: method(images[:n], targets[:n]), device) / n
+        seconds = _time(lambda method=method, n=n: method(images[:n], targets[:n]), device) / n
         one = m.get("explain, one pass (given)")
-        print(f"  {name:{width}s} {seconds:8.2f} s/map ({n} images, once)   ratio to explain(given): {seconds / given:,.0f}x"
-              + (f", to one pass: {seconds / (one / b):,.0f}x" if one else ""))
+        print(
+            f"  {name:{width}s} {seconds:8.2f} s/map ({n} images, once)   "
+            f"ratio to explain(given): {seconds / given:,.0f}x"
+            + (f", to one pass: {seconds / (one / b):,.0f}x" if one else "")
+        )
     for key, t in med_train.items():
         print(f"  {label(*key):{width}s} {b / t:8.1f} images/s")
     if args.layouts:

@@ -44,7 +44,9 @@ def shared_sample_dir() -> Path | None:
 def sample_dir() -> Path:
     d = shared_sample_dir()
     if d is None:
-        pytest.skip("shared ImageNet sample not found: set GLANCEMAP_SAMPLE_DIR or put it at ../shared/data/imagenet-sample")
+        pytest.skip(
+            "shared ImageNet sample not found: set GLANCEMAP_SAMPLE_DIR or put it at ../shared/data/imagenet-sample"
+        )
     return d
 
 

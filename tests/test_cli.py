@@ -18,8 +18,9 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
     assert "skipped 2 bad files" in capsys.readouterr().out
 
     maps_dir = tmp_path / "maps"
-    rc = main(["explain", str(image_folder), "--explainer", str(out / "explainer"), "--out", str(maps_dir),
-               "--top-k", "2"])
+    rc = main(
+        ["explain", str(image_folder), "--explainer", str(out / "explainer"), "--out", str(maps_dir), "--top-k", "2"]
+    )
     assert rc == 0
     summary = json.loads((maps_dir / "summary.json").read_text())
     assert len(summary["explained"]) == 12 and len(summary["skipped"]) == 2
@@ -39,8 +40,10 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
 def test_recipe_options_reach_the_saved_explainer(tmp_path, image_folder, capsys):
     out = tmp_path / "run"
     opts = ["--destroy", "1", "--extra-aux-sizes", "96", "--experimental", "rank_destroy=2", "rank_fractions=0.2,0.4"]
-    assert main(["train", str(image_folder), "--out", str(out), "--max-steps", "1", "--batch-size", "4", *TINY,
-                 *opts]) == 0
+    assert (
+        main(["train", str(image_folder), "--out", str(out), "--max-steps", "1", "--batch-size", "4", *TINY, *opts])
+        == 0
+    )
     cfg = json.loads((out / "explainer" / "config.json").read_text())
     assert cfg["extra_aux_sizes"] == [[96, 96]]
     assert main(["info", "--explainer", str(out / "explainer")]) == 0
@@ -49,17 +52,59 @@ def test_recipe_options_reach_the_saved_explainer(tmp_path, image_folder, capsys
     assert (weights["destroy"], weights["rank_destroy"]) == (1.0, 2.0)
     assert weights["rank_fractions"] == [0.2, 0.4]
     capsys.readouterr()
-    assert main(["train", str(image_folder), "--out", str(tmp_path / "bad"), "--max-steps", "1", *TINY,
-                 "--experimental", "rank_destroy=1", "rank_fractions=0.6,0.3"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(image_folder),
+                "--out",
+                str(tmp_path / "bad"),
+                "--max-steps",
+                "1",
+                *TINY,
+                "--experimental",
+                "rank_destroy=1",
+                "rank_fractions=0.6,0.3",
+            ]
+        )
+        == 2
+    )
     assert "rank_fractions must satisfy" in capsys.readouterr().err
-    assert main(["train", str(image_folder), "--out", str(tmp_path / "bad"), "--max-steps", "1", *TINY,
-                 "--experimental", "destroy_fill=1"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(image_folder),
+                "--out",
+                str(tmp_path / "bad"),
+                "--max-steps",
+                "1",
+                *TINY,
+                "--experimental",
+                "destroy_fill=1",
+            ]
+        )
+        == 2
+    )
     assert "--experimental wants KEY=VALUE" in capsys.readouterr().err
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "glancemap.cli", "explain", str(tmp_path), "--explainer",
-                          str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "glancemap.cli",
+            "explain",
+            str(tmp_path),
+            "--explainer",
+            str(tmp_path / "nothing"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
     assert "not a glancemap explainer" in run.stderr and "Traceback" not in run.stderr
 
@@ -69,7 +114,8 @@ def test_import_option_registers_custom_models(tmp_path, monkeypatch, capsys):
         "import torch.nn as nn\n"
         "from glancemap import Classifier, register_classifier\n"
         "net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))\n"
-        "register_classifier('toy_cli_net', lambda w: Classifier(net, name='toy_cli_net', input_size=32, num_classes=3))\n"
+        "register_classifier('toy_cli_net',\n"
+        "                    lambda w: Classifier(net, name='toy_cli_net', input_size=32, num_classes=3))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["--import", "my_models", "info"]) == 0

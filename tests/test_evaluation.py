@@ -4,11 +4,10 @@ import json
 import math
 
 import pytest
-import torch
 
-from glancemap.methods import CenteredGaussian
 from glancemap.evaluation import EvaluationMismatchError, MetricConfig, Run, run_evaluation, summarize, write_tables
 from glancemap.images import list_images
+from glancemap.methods import CenteredGaussian
 
 FAST = MetricConfig(road_fractions=(0.2, 0.6), deletion_steps=2)
 
@@ -30,11 +29,13 @@ class _Counting:
 def test_records_table_and_standard_error(tmp_path, tiny_backbone, tiny_explainer, image_folder):
     files = list_images([image_folder])[:6]
     run = Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST)
-    run_evaluation(run, files, {"ptame": lambda: tiny_explainer, "gaussian": CenteredGaussian}, batch_size=4,
-                   progress=False)
+    run_evaluation(
+        run, files, {"ptame": lambda: tiny_explainer, "gaussian": CenteredGaussian}, batch_size=4, progress=False
+    )
     recs = [json.loads(line) for line in run.results.read_text().splitlines()]
-    assert sorted((r["method"], r["file"]) for r in recs) == sorted((m, str(f)) for m in ("ptame", "gaussian")
-                                                                    for f in files)
+    assert sorted((r["method"], r["file"]) for r in recs) == sorted(
+        (m, str(f)) for m in ("ptame", "gaussian") for f in files
+    )
     ptame = [r for r in recs if r["method"] == "ptame"]
     assert all(r["auxiliary forward/map"] == 1 and r["backbone forward/map"] == 0 for r in ptame)
     rows = {r["method"]: r for r in summarize(run.results)}
@@ -68,15 +69,27 @@ def test_killed_run_resumes_without_recomputing(tmp_path, tiny_backbone, image_f
 
 def test_other_settings_refuse_the_folder(tmp_path, tiny_backbone, image_folder):
     files = list_images([image_folder])[:2]
-    run_evaluation(Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST), files,
-                   {"gaussian": CenteredGaussian}, progress=False)
+    run_evaluation(
+        Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST),
+        files,
+        {"gaussian": CenteredGaussian},
+        progress=False,
+    )
     other = MetricConfig(road_fractions=(0.2, 0.6), deletion_steps=2, imputation="linear")
     with pytest.raises(EvaluationMismatchError, match="imputation"):
-        run_evaluation(Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, other), files,
-                       {"gaussian": CenteredGaussian}, progress=False)
+        run_evaluation(
+            Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, other),
+            files,
+            {"gaussian": CenteredGaussian},
+            progress=False,
+        )
     # methods carry their own identity: a new one joins the folder, a changed one is refused
-    run_evaluation(Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST, {"ptame": {"sha": "a"}}), files,
-                   {"gaussian": CenteredGaussian}, progress=False)
+    run_evaluation(
+        Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST, {"ptame": {"sha": "a"}}),
+        files,
+        {"gaussian": CenteredGaussian},
+        progress=False,
+    )
     with pytest.raises(EvaluationMismatchError, match="method ptame"):
         Run(tmp_path / "ev", tiny_backbone, {"backbone": "tiny"}, FAST, {"ptame": {"sha": "b"}}).open()
 
@@ -87,15 +100,46 @@ def test_evaluate_command(tmp_path, tiny_explainer, image_folder, capsys):
     tiny_explainer.save(tmp_path / "expl")
     (image_folder / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "ev"
-    args = ["evaluate", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"), "--out", str(out),
-            "--methods", "ptame,gradcam,auxcam,rise,opticam", "--limit", "5", "--limit-for", "rise=3", "--rise-masks", "8",
-            "--limit-for", "opticam=3", "--opticam-steps", "2",
-            "--road-fractions", "0.3,0.6", "--deletion-steps", "2", "--batch-size", "2", "--no-progress",
-            "--also", f"copy={tmp_path / 'expl'}"]
+    args = [
+        "evaluate",
+        "--data",
+        str(image_folder),
+        "--explainer",
+        str(tmp_path / "expl"),
+        "--out",
+        str(out),
+        "--methods",
+        "ptame,gradcam,auxcam,rise,opticam",
+        "--limit",
+        "5",
+        "--limit-for",
+        "rise=3",
+        "--rise-masks",
+        "8",
+        "--limit-for",
+        "opticam=3",
+        "--opticam-steps",
+        "2",
+        "--road-fractions",
+        "0.3,0.6",
+        "--deletion-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--also",
+        f"copy={tmp_path / 'expl'}",
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
-    for label in ("| P-TAME | 4 |", "| Grad-CAM | 4 |", "| Auxiliary CAM | 4 |", "| RISE | 2 |", "| Opti-CAM | 2 |",
-                  "| P-TAME (copy) | 4 |"):
+    for label in (
+        "| P-TAME | 4 |",
+        "| Grad-CAM | 4 |",
+        "| Auxiliary CAM | 4 |",
+        "| RISE | 2 |",
+        "| Opti-CAM | 2 |",
+        "| P-TAME (copy) | 4 |",
+    ):
         assert label in text  # 5 files, one broken (it sorts first)
     assert (out / "table.csv").exists()
     rise = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if '"rise"' in x]
@@ -111,9 +155,13 @@ def test_evaluate_command(tmp_path, tiny_explainer, image_folder, capsys):
 def test_paired_differences_by_hand(tmp_path):
     from glancemap.evaluation import paired_differences, write_paired_table
 
-    lines = [{"method": "ptame", "file": "a", "AD@100": 10.0}, {"method": "ptame", "file": "b", "AD@100": 20.0},
-             {"method": "gradcam", "file": "a", "AD@100": 15.0}, {"method": "gradcam", "file": "b", "AD@100": 21.0},
-             {"method": "gradcam", "file": "c", "AD@100": 99.0}]  # c: not scored by ptame, left out
+    lines = [
+        {"method": "ptame", "file": "a", "AD@100": 10.0},
+        {"method": "ptame", "file": "b", "AD@100": 20.0},
+        {"method": "gradcam", "file": "a", "AD@100": 15.0},
+        {"method": "gradcam", "file": "b", "AD@100": 21.0},
+        {"method": "gradcam", "file": "c", "AD@100": 99.0},
+    ]  # c: not scored by ptame, left out
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     (row,) = paired_differences(path, "ptame")
@@ -127,8 +175,22 @@ def test_evaluate_multi_scale_counts_passes_and_keeps_folders_apart(tmp_path, ti
 
     tiny_explainer.save(tmp_path / "expl")
     out = tmp_path / "ev"
-    base = ["evaluate", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"), "--out", str(out),
-            "--limit", "2", "--road-fractions", "0.5", "--deletion-steps", "0", "--no-progress"]
+    base = [
+        "evaluate",
+        "--data",
+        str(image_folder),
+        "--explainer",
+        str(tmp_path / "expl"),
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+        "--road-fractions",
+        "0.5",
+        "--deletion-steps",
+        "0",
+        "--no-progress",
+    ]
     side = tiny_explainer.features.input_size[0] * 2
     assert main(base + ["--methods", "ptame,ptame-single", "--extra-aux-sizes", str(side)]) == 0
     assert "| P-TAME (one pass) | 2 |" in capsys.readouterr().out

@@ -124,8 +124,7 @@ def test_shipped_default_config_is_readable():
 
 
 def test_shipped_explainers_by_name():
-    from glancemap.explainer import read_explainer_config
-    from glancemap.explainer import shipped_explainers
+    from glancemap.explainer import read_explainer_config, shipped_explainers
 
     assert {"default", "efficientnet_lite1"} <= set(shipped_explainers())
     cfg = read_explainer_config("efficientnet_lite1")

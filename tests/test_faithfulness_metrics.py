@@ -38,8 +38,9 @@ class _MeanBrightness(nn.Module):
 def _sensitive_net(side=16, classes=5):
     """Random conv net scaled so its softmax moves a lot with the input."""
     torch.manual_seed(3)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                        nn.Linear(128, classes))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, classes)
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.mul_(8)
@@ -125,6 +126,7 @@ def test_pass_counter_counts_images_forward_and_backward(tiny_backbone):
 
 
 # ------------------------------------------------------- agreement with grad-cam's metrics
+
 
 def test_average_drop_and_increase_agree_with_grad_cam():
     from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence

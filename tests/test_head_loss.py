@@ -4,7 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glancemap.explainer import AttentionHead, LossWeights, PTameLoss, area_loss, minmax_normalize, perturb, total_variation
+from glancemap.explainer import (
+    AttentionHead,
+    LossWeights,
+    PTameLoss,
+    area_loss,
+    minmax_normalize,
+    perturb,
+    total_variation,
+)
 
 
 def _features(b=2):
@@ -196,7 +204,9 @@ def test_diffuse_removal_fills_only_from_kept_pixels():
     assert torch.allclose(diffuse, _diffuse(other, mask, 3.0))
     assert torch.equal(diffuse[..., :8, :], img[..., :8, :])  # kept pixels untouched
     # a blurred copy leaks the removed content back
-    assert not torch.allclose(remove_regions(img, mask, "blur", sigma=3.0), remove_regions(other, mask, "blur", sigma=3.0))
+    assert not torch.allclose(
+        remove_regions(img, mask, "blur", sigma=3.0), remove_regions(other, mask, "blur", sigma=3.0)
+    )
     # a flat image stays flat whatever is removed, and the maps get gradients
     flat = torch.full((1, 3, 32, 32), 0.3)
     soft = torch.rand(1, 1, 8, 8, requires_grad=True)

@@ -5,11 +5,11 @@ import torch
 
 from glancemap.methods import (
     METHODS,
+    RISE,
     AuxiliaryCAM,
     Explainer,
     GradCamMethod,
     MethodContext,
-    RISE,
     create_method,
     method_label,
     method_names,
@@ -34,8 +34,12 @@ def test_every_registered_method_is_an_explainer_with_a_label(tiny_backbone, tin
 
 def test_targets_are_checked_the_same_way_everywhere(tiny_backbone, tiny_aux, tiny_explainer):
     x = torch.rand(2, 3, *tiny_explainer.input_size)
-    for method in (tiny_explainer, GradCamMethod(tiny_backbone), RISE(tiny_backbone, n_masks=4),
-                   AuxiliaryCAM(tiny_backbone, tiny_aux)):
+    for method in (
+        tiny_explainer,
+        GradCamMethod(tiny_backbone),
+        RISE(tiny_backbone, n_masks=4),
+        AuxiliaryCAM(tiny_backbone, tiny_aux),
+    ):
         with pytest.raises(ValueError, match="one target per image"):
             method(x, [1, 2, 3])
         with pytest.raises(ValueError, match=r"targets must be in \[0, 1000\)"):

@@ -93,9 +93,9 @@ def test_score_and_ablation_cam_print_no_progress_bars(tiny_backbone, capsys):
 
 def test_gradcam_matches_plain_autograd(tiny_backbone):
     """Grad-CAM by hand: ReLU(sum_c mean(dy/dA_c) * A_c), upsampled and min-max normalised."""
+    from glancemap.explainer import minmax_normalize, resize_maps
     from glancemap.methods import GradCamMethod
     from glancemap.models import default_target_layer
-    from glancemap.explainer import minmax_normalize, resize_maps
 
     # its own generator: a class whose gradient-weighted map is negative everywhere has a constant
     # (all-zero) CAM, which no correlation can compare, so only non-constant cases are checked

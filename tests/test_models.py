@@ -116,7 +116,8 @@ def test_loaded_classifiers_run_channels_last_and_agree_with_contiguous(name, we
     conv = next(m for m in clf.modules() if isinstance(m, nn.Conv2d))
     seen = []
     handle = conv.register_forward_pre_hook(
-        lambda _m, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
+        lambda _m, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last))
+    )
     x = torch.rand(2, 3, *clf.input_size)
 
     def logits_and_input_grad():

@@ -4,9 +4,9 @@ import json
 
 import torch
 
+from glancemap.images import list_images
 from glancemap.methods import MethodContext, create_method
 from glancemap.sanity import cascading_randomization, ptame_factory, randomization_stages, spearman
-from glancemap.images import list_images
 
 
 def test_spearman_by_hand():
@@ -28,8 +28,15 @@ def test_gradcam_reacts_and_auxiliary_cam_does_not(tiny_backbone, tiny_aux, tmp_
     methods = {
         "gradcam": lambda bb, k: create_method("gradcam", MethodContext(bb)),
         "auxcam": lambda bb, k: create_method("auxcam", MethodContext(bb, auxiliary=tiny_aux)),
-        "ptame": ptame_factory(tiny_aux.name, list_images([image_folder]), tmp_path / "heads", steps=1, batch_size=4,
-                               auxiliary_weights="random", backbone_weights="random"),
+        "ptame": ptame_factory(
+            tiny_aux.name,
+            list_images([image_folder]),
+            tmp_path / "heads",
+            steps=1,
+            batch_size=4,
+            auxiliary_weights="random",
+            backbone_weights="random",
+        ),
     }
     stages = randomization_stages(tiny_backbone.model)
     rows = cascading_randomization(tiny_backbone, methods, images, [stages[0], sum(stages[1:], [])], log=lambda s: None)
@@ -47,13 +54,29 @@ def test_sanity_command(tmp_path, tiny_explainer, image_folder, capsys):
 
     tiny_explainer.save(tmp_path / "expl")
     out = tmp_path / "sanity"
-    rc = main(["sanity", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"), "--out", str(out),
-               "--methods", "gradcam,auxcam", "--images", "3", "--max-stages", "2"])
+    rc = main(
+        [
+            "sanity",
+            "--data",
+            str(image_folder),
+            "--explainer",
+            str(tmp_path / "expl"),
+            "--out",
+            str(out),
+            "--methods",
+            "gradcam,auxcam",
+            "--images",
+            "3",
+            "--max-stages",
+            "2",
+        ]
+    )
     assert rc == 0
     text = (out / "sanity.md").read_text()
     assert "| Grad-CAM | Auxiliary CAM |" in text and text.count("\n| ") == 3  # stages 0, 1 and "the rest"
-    assert main(["sanity", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"),
-                 "--methods", "ptame"]) == 2  # ptame needs --train-data
+    assert (
+        main(["sanity", "--data", str(image_folder), "--explainer", str(tmp_path / "expl"), "--methods", "ptame"]) == 2
+    )  # ptame needs --train-data
     assert "--train-data" in capsys.readouterr().err
 
 

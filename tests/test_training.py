@@ -1,10 +1,10 @@
 import json
-from dataclasses import replace
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,14 +15,34 @@ from glancemap.training import TrainConfig, TrainingDivergedError, load_checkpoi
 
 from .conftest import TINY_AUX, TINY_BACKBONE, write_images
 
-TINY = ["--backbone", TINY_BACKBONE, "--backbone-weights", "random", "--auxiliary", TINY_AUX,
-        "--auxiliary-weights", "random", "--no-progress", "--workers", "0"]
+TINY = [
+    "--backbone",
+    TINY_BACKBONE,
+    "--backbone-weights",
+    "random",
+    "--auxiliary",
+    TINY_AUX,
+    "--auxiliary-weights",
+    "random",
+    "--no-progress",
+    "--workers",
+    "0",
+]
 
 
 def _config(tmp_path, images, **kw) -> TrainConfig:
-    base = dict(data=[str(images)], out=str(tmp_path / "run"), backbone=TINY_BACKBONE, backbone_weights="random",
-                auxiliary=TINY_AUX, auxiliary_weights="random", batch_size=4, epochs=1, workers=0,
-                checkpoint_every=2)
+    base = dict(
+        data=[str(images)],
+        out=str(tmp_path / "run"),
+        backbone=TINY_BACKBONE,
+        backbone_weights="random",
+        auxiliary=TINY_AUX,
+        auxiliary_weights="random",
+        batch_size=4,
+        epochs=1,
+        workers=0,
+        checkpoint_every=2,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -91,8 +111,22 @@ def test_kill_9_then_resume_loses_at_most_n_steps(tmp_path):
     write_images(images, 12)
     out = tmp_path / "run"
     every = 3
-    cmd = [sys.executable, "-m", "glancemap.cli", "train", str(images), "--out", str(out), "--epochs", "50",
-           "--batch-size", "2", "--checkpoint-every", str(every), *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "glancemap.cli",
+        "train",
+        str(images),
+        "--out",
+        str(out),
+        "--epochs",
+        "50",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        str(every),
+        *TINY,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -106,8 +140,9 @@ def test_kill_9_then_resume_loses_at_most_n_steps(tmp_path):
     _, meta = load_checkpoint(out / "checkpoint.safetensors")  # never half-written
     saved = meta["progress"]["step"]
     assert saved % every == 0 and 0 <= done - saved <= every
-    resumed = subprocess.run(cmd + ["--resume", "--max-steps", str(saved + 4)], capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(
+        cmd + ["--resume", "--max-steps", str(saved + 4)], capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from {out / 'checkpoint.safetensors'} at step {saved}" in resumed.stderr
     steps = [s["step"] for s in _log(out)]
@@ -134,8 +169,26 @@ def test_two_process_ddp_ends_with_identical_heads(tmp_path):
     out = tmp_path / "ddp"
     worker = Path(__file__).with_name("ddp_worker.py")
     flags = [f for f in TINY if f != "--no-progress"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
-           str(images), str(out), "--epochs", "2", "--batch-size", "2", "--max-steps", "5", "--device", "cpu", *flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(worker),
+        str(images),
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "5",
+        "--device",
+        "cpu",
+        *flags,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -164,8 +217,11 @@ def test_fine_tune_with_removal_term_starts_from_saved_head(tmp_path, image_fold
         return loss, terms
 
     monkeypatch.setattr(trainer, "training_step", spy)
-    cfg = replace(_config(tmp_path / "ft", image_folder, max_steps=2), init_from=str(tmp_path / "run" / "explainer"),
-                  loss={"destroy": 1.0, "rank_destroy": 1.0})
+    cfg = replace(
+        _config(tmp_path / "ft", image_folder, max_steps=2),
+        init_from=str(tmp_path / "run" / "explainer"),
+        loss={"destroy": 1.0, "rank_destroy": 1.0},
+    )
     train(cfg, progress_bar=False)
     saved = load_explainer(tmp_path / "run" / "explainer", backbone=first.backbone, auxiliary=first.auxiliary)
     assert all(torch.equal(v, saved.head.state_dict()[k]) for k, v in seen[0].items())

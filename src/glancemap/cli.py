@@ -13,8 +13,9 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -65,9 +66,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(config_fields=_add_field_flags(p, TrainConfig, keep_default=True))
     loss = p.add_argument_group("loss weights (default: the preset's)")
     p.set_defaults(loss_fields=_add_field_flags(loss, LossWeights, keep_default=False))
-    p.add_argument("--experimental", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="EXPERIMENTAL loss options, measured no gain so far (docs/experiments.md): "
-                        + ", ".join(LossWeights.EXPERIMENTAL) + "; e.g. rank_destroy=3 rank_fractions=0.2,0.4")
+    p.add_argument(
+        "--experimental",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="EXPERIMENTAL loss options, measured no gain so far (docs/experiments.md): "
+        + ", ".join(LossWeights.EXPERIMENTAL)
+        + "; e.g. rank_destroy=3 rank_fractions=0.2,0.4",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.safetensors")
     p.add_argument("--no-progress", action="store_true")
 
@@ -79,8 +86,9 @@ def _experimental(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, _, value = item.partition("=")
         if key not in LossWeights.EXPERIMENTAL or not value:
-            raise ValueError(f"--experimental wants KEY=VALUE with KEY among {', '.join(LossWeights.EXPERIMENTAL)}, "
-                             f"got {item!r}")
+            raise ValueError(
+                f"--experimental wants KEY=VALUE with KEY among {', '.join(LossWeights.EXPERIMENTAL)}, got {item!r}"
+            )
         numbers = [float(v) for v in value.split(",")]
         out[key] = numbers if len(numbers) > 1 else numbers[0]
     return out
@@ -98,8 +106,9 @@ def train_config(args: argparse.Namespace):
         values[name] = parse(value) if parse else value
     loss = {k: getattr(args, k) for k in args.loss_fields if getattr(args, k) is not None}
     loss |= _experimental(args.experimental)
-    return TrainConfig(data=list(args.data), out=args.out, loss=loss, command="glancemap " + " ".join(sys.argv[1:]),
-                       **values)
+    return TrainConfig(
+        data=list(args.data), out=args.out, loss=loss, command="glancemap " + " ".join(sys.argv[1:]), **values
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -109,21 +118,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     t0 = time.time()
     explainer = train(config, resume=args.resume, progress_bar=not args.no_progress)
     info = explainer.training_info
-    print(f"trained {info['steps']} steps on {info['images']} images in {time.time() - t0:.0f}s "
-          f"(skipped {info['skipped_files']} bad files); explainer saved to {Path(args.out) / 'explainer'}")
+    print(
+        f"trained {info['steps']} steps on {info['images']} images in {time.time() - t0:.0f}s "
+        f"(skipped {info['skipped_files']} bad files); explainer saved to {Path(args.out) / 'explainer'}"
+    )
     return 0
 
 
 def _add_aux_sizes_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--extra-aux-sizes", type=int, nargs="*", default=None, metavar="SIDE",
-                   help="override the explainer's multi-scale sides (none given: a single auxiliary pass)")
+    p.add_argument(
+        "--extra-aux-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        metavar="SIDE",
+        help="override the explainer's multi-scale sides (none given: a single auxiliary pass)",
+    )
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="write overlays and raw maps for images")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--explainer", default="default",
-                   help="explainer folder, or a shipped name (default, efficientnet_lite1)")
+    p.add_argument(
+        "--explainer", default="default", help="explainer folder, or a shipped name (default, efficientnet_lite1)"
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
@@ -155,8 +173,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .models import available_classifiers
     from .version import __version__
 
-    print(f"glancemap {__version__}, torch {torch.__version__}, "
-          f"device {'cuda (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else 'cpu'}")
+    print(
+        f"glancemap {__version__}, torch {torch.__version__}, "
+        f"device {'cuda (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else 'cpu'}"
+    )
     print("classifiers:")
     for name, what in available_classifiers().items():
         print(f"  {name:22s} {what}")
@@ -165,8 +185,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  {name:14s} {spec.label:20s} {spec.summary}")
     cfg = read_explainer_config(args.explainer)
     print(f"explainer {args.explainer}:")
-    print(f"  backbone   {cfg['backbone']['name']} ({cfg['backbone']['source']}), input {cfg['input_size']}, "
-          f"{cfg['num_classes']} classes")
+    print(
+        f"  backbone   {cfg['backbone']['name']} ({cfg['backbone']['source']}), input {cfg['input_size']}, "
+        f"{cfg['num_classes']} classes"
+    )
     print(f"  auxiliary  {cfg['auxiliary']['name']} at {cfg['aux_input_size']}, layers {cfg['layers']}")
     if cfg.get("extra_aux_sizes"):
         print(f"             and at {cfg['extra_aux_sizes']} when explaining (maps averaged)")
@@ -192,8 +214,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     counts = explain_files(files, load_explainer("default"), out, args.top_k, batch_size=len(files))
     summary = json.loads((out / "summary.json").read_text())["explained"]
     for f, entry in summary.items():
-        print(f"{Path(f).name:24s} -> " + ", ".join(f"{n.split(',')[0]} ({s:.2f})"
-                                                    for n, s in zip(entry["names"], entry["scores"])))
+        print(
+            f"{Path(f).name:24s} -> "
+            + ", ".join(f"{n.split(',')[0]} ({s:.2f})" for n, s in zip(entry["names"], entry["scores"]))
+        )
     print(f"wrote {counts['explained']} overlay(s) and .npy maps to {out}/")
     return 0
 
@@ -230,17 +254,30 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     d = MetricConfig()
     p = sub.add_parser("evaluate", help="faithfulness table (AD/IC, ROAD, deletion/insertion, cost) for many methods")
     p.add_argument("--data", nargs="+", required=True, help="image files, folders or .txt lists (e.g. splits/dev.txt)")
-    p.add_argument("--explainer", default="default",
-                   help="P-TAME explainer folder, or a shipped name (default, efficientnet_lite1)")
-    p.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
-                   help="another explainer for the same backbone, scored as method ptame-NAME (repeatable)")
+    p.add_argument(
+        "--explainer",
+        default="default",
+        help="P-TAME explainer folder, or a shipped name (default, efficientnet_lite1)",
+    )
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="another explainer for the same backbone, scored as method ptame-NAME (repeatable)",
+    )
     p.add_argument("--backbone", default=None, help="classifier to explain (default: the explainer's)")
     p.add_argument("--backbone-weights", default=None, help="local weights file, or 'random'")
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, or 'all': {','.join(METHODS)}")
     p.add_argument("--out", default=None, help="results folder (default: runs/eval-<backbone>)")
     p.add_argument("--limit", type=int, default=None, help="first N images only")
-    p.add_argument("--limit-for", action="append", default=[], metavar="METHOD=N",
-                   help="first N images only for one method (repeatable), e.g. scorecam=10 for costly methods")
+    p.add_argument(
+        "--limit-for",
+        action="append",
+        default=[],
+        metavar="METHOD=N",
+        help="first N images only for one method (repeatable), e.g. scorecam=10 for costly methods",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--cam-batch-size", type=int, default=32, help="inner batch of Score-CAM/Ablation-CAM/RISE")
     p.add_argument("--rise-masks", type=int, default=4000)
@@ -256,15 +293,32 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import MetricConfig, evaluate
 
-    metrics = MetricConfig(road_fractions=tuple(float(x) for x in args.road_fractions.split(",")),
-                           imputation=args.imputation, deletion_steps=args.deletion_steps)
-    out = evaluate(args.data, out=args.out, methods=args.methods, explainer=args.explainer,
-                   also=_pairs(args.also, "--also"), backbone=args.backbone, backbone_weights=args.backbone_weights,
-                   limit=args.limit, limit_for=_pairs(args.limit_for, "--limit-for", number=True),
-                   batch_size=args.batch_size, extra_aux_sizes=args.extra_aux_sizes, metrics=metrics,
-                   options={"cam_batch_size": args.cam_batch_size, "rise_masks": args.rise_masks,
-                            "opticam_steps": args.opticam_steps},
-                   device=_device(args.device), progress=not args.no_progress)
+    metrics = MetricConfig(
+        road_fractions=tuple(float(x) for x in args.road_fractions.split(",")),
+        imputation=args.imputation,
+        deletion_steps=args.deletion_steps,
+    )
+    out = evaluate(
+        args.data,
+        out=args.out,
+        methods=args.methods,
+        explainer=args.explainer,
+        also=_pairs(args.also, "--also"),
+        backbone=args.backbone,
+        backbone_weights=args.backbone_weights,
+        limit=args.limit,
+        limit_for=_pairs(args.limit_for, "--limit-for", number=True),
+        batch_size=args.batch_size,
+        extra_aux_sizes=args.extra_aux_sizes,
+        metrics=metrics,
+        options={
+            "cam_batch_size": args.cam_batch_size,
+            "rise_masks": args.rise_masks,
+            "opticam_steps": args.opticam_steps,
+        },
+        device=_device(args.device),
+        progress=not args.no_progress,
+    )
     print((out / "table.md").read_text(), end="")
     print(f"wrote {out / 'table.md'} and {out / 'table.csv'}")
     if (out / "paired.md").exists():
@@ -276,18 +330,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_sanity(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sanity", help="model-randomisation check: do maps change when the backbone is randomised?")
     p.add_argument("--data", nargs="+", required=True, help="images to compare maps on (e.g. splits/dev.txt)")
-    p.add_argument("--train-data", nargs="+", default=None,
-                   help="images for P-TAME's retraining on each randomised backbone (needed for 'ptame')")
+    p.add_argument(
+        "--train-data",
+        nargs="+",
+        default=None,
+        help="images for P-TAME's retraining on each randomised backbone (needed for 'ptame')",
+    )
     p.add_argument("--explainer", default="default", help="names the backbone and auxiliary")
     p.add_argument("--methods", default="ptame,gradcam,gradcam++,auxcam")
     p.add_argument("--images", type=int, default=16, help="first N images of --data")
-    p.add_argument("--max-stages", type=int, default=6,
-                   help="randomise block by block for this many stages, the last one taking all the rest")
+    p.add_argument(
+        "--max-stages",
+        type=int,
+        default=6,
+        help="randomise block by block for this many stages, the last one taking all the rest",
+    )
     p.add_argument("--ptame-steps", type=int, default=60, help="head training steps per backbone, stage 0 included")
     p.add_argument("--ptame-batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None,
-                   help="P-TAME retraining learning rate (default: the explainer's own; its head, loss and init "
-                        "are always the explainer's own)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="P-TAME retraining learning rate (default: the explainer's own; its head, loss and init "
+        "are always the explainer's own)",
+    )
     p.add_argument("--out", default="runs/sanity")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -297,24 +363,48 @@ def _cmd_sanity(args: argparse.Namespace) -> int:
     from .sanity import run_sanity
 
     out = Path(args.out)
-    run_sanity(args.data, out, methods=args.methods, explainer=args.explainer, train_data=args.train_data,
-               images=args.images, max_stages=args.max_stages, ptame_steps=args.ptame_steps,
-               ptame_batch_size=args.ptame_batch_size, lr=args.lr, seed=args.seed, device=_device(args.device))
+    run_sanity(
+        args.data,
+        out,
+        methods=args.methods,
+        explainer=args.explainer,
+        train_data=args.train_data,
+        images=args.images,
+        max_stages=args.max_stages,
+        ptame_steps=args.ptame_steps,
+        ptame_batch_size=args.ptame_batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=_device(args.device),
+    )
     print((out / "sanity.md").read_text(), end="")
     print(f"wrote {out / 'sanity.md'} and {out / 'sanity.json'}")
     return 0
 
 
-COMMANDS = {"train": (_add_train, _cmd_train), "explain": (_add_explain, _cmd_explain),
-            "evaluate": (_add_evaluate, _cmd_evaluate), "sanity": (_add_sanity, _cmd_sanity),
-            "ship": (_add_ship, _cmd_ship), "info": (_add_info, _cmd_info), "demo": (_add_demo, _cmd_demo)}
+COMMANDS = {
+    "train": (_add_train, _cmd_train),
+    "explain": (_add_explain, _cmd_explain),
+    "evaluate": (_add_evaluate, _cmd_evaluate),
+    "sanity": (_add_sanity, _cmd_sanity),
+    "ship": (_add_ship, _cmd_ship),
+    "info": (_add_info, _cmd_info),
+    "demo": (_add_demo, _cmd_demo),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glancemap",
-                                     description="Explain image classifiers in one forward pass (P-TAME).")
-    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                        help="import a Python module first (e.g. one that calls glancemap.register_classifier)")
+    parser = argparse.ArgumentParser(
+        prog="glancemap", description="Explain image classifiers in one forward pass (P-TAME)."
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a Python module first (e.g. one that calls glancemap.register_classifier)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)

@@ -24,6 +24,7 @@ from .images import BadFileLog, BadImageError, load_image
 from .methods import METHODS, MethodContext, create_method, explainer_identity, method_label, method_names
 from .metrics import PassCounter, confidence_change, deletion_insertion, road
 
+
 class EvaluationMismatchError(RuntimeError):
     """An output folder holds results made with another backbone, explainer or metric setting."""
 
@@ -47,8 +48,9 @@ class MetricConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def plan_methods(names: Sequence[str], context: MethodContext, others: dict[str, object] | None = None
-                 ) -> tuple[dict[str, Callable[[], Callable]], dict[str, dict]]:
+def plan_methods(
+    names: Sequence[str], context: MethodContext, others: dict[str, object] | None = None
+) -> tuple[dict[str, Callable[[], Callable]], dict[str, dict]]:
     """Factories (built only when a method has images left) and identities of registered methods,
     plus ``others``: further P-TAME explainers for the same backbone, scored as ``ptame-<name>``."""
     factories: dict[str, Callable[[], Callable]] = {}
@@ -67,6 +69,7 @@ def plan_methods(names: Sequence[str], context: MethodContext, others: dict[str,
 
 
 # ------------------------------------------------------------------ per batch
+
 
 def score_batch(backbone, method, images: torch.Tensor, config: MetricConfig) -> list[dict]:
     """All metrics for one batch of ``[0,1]`` images; one record per image."""
@@ -91,8 +94,16 @@ def score_batch(backbone, method, images: torch.Tensor, config: MetricConfig) ->
     cols["ROAD MoRF"], cols["ROAD LeRF"] = r["morf_auc"], r["lerf_auc"]
     cols["ROAD LeRF-MoRF"] = r["lerf_auc"] - r["morf_auc"]
     if config.deletion_steps:
-        di = deletion_insertion(backbone, images, maps, config.deletion_steps, targets, config.deletion_substrate,
-                                config.insertion_substrate, seed=config.seed)
+        di = deletion_insertion(
+            backbone,
+            images,
+            maps,
+            config.deletion_steps,
+            targets,
+            config.deletion_substrate,
+            config.insertion_substrate,
+            seed=config.seed,
+        )
         cols["deletion"], cols["insertion"] = di["deletion_auc"], di["insertion_auc"]
     per_map = {f"{k.replace('_', ' ')}/map": v / len(images) for k, v in counter.counts.items()}
     records = []
@@ -106,6 +117,7 @@ def score_batch(backbone, method, images: torch.Tensor, config: MetricConfig) ->
 
 
 # ------------------------------------------------------------ the streamed run
+
 
 def _read_done(path: Path) -> set[tuple[str, str]]:
     """Finished (method, file) keys; a torn last line (killed mid-write) is cut off."""
@@ -150,15 +162,22 @@ class Run:
         have = json.loads(meta.read_text()) if meta.exists() else None
         wanted = {"identity": self.identity, "metrics": self.config.to_dict(), "methods": dict(self.methods)}
         if have is not None:
-            diff = sorted(k for part in ("identity", "metrics")
-                          for k in set(have.get(part, {})) | set(wanted[part])
-                          if have.get(part, {}).get(k) != wanted[part].get(k))
-            diff += sorted(f"method {m}" for m, ident in self.methods.items()
-                           if m in have.get("methods", {}) and have["methods"][m] != ident)
+            diff = sorted(
+                k
+                for part in ("identity", "metrics")
+                for k in set(have.get(part, {})) | set(wanted[part])
+                if have.get(part, {}).get(k) != wanted[part].get(k)
+            )
+            diff += sorted(
+                f"method {m}"
+                for m, ident in self.methods.items()
+                if m in have.get("methods", {}) and have["methods"][m] != ident
+            )
             if diff:
                 raise EvaluationMismatchError(
                     f"{self.out} holds results made with other settings ({', '.join(diff)}); "
-                    "use another --out or delete it")
+                    "use another --out or delete it"
+                )
             wanted["methods"] = have.get("methods", {}) | wanted["methods"]
         if wanted != have:
             tmp = meta.with_suffix(".tmp")
@@ -167,8 +186,14 @@ class Run:
         return _read_done(self.results)
 
 
-def run_evaluation(run: Run, files: Sequence[Path], methods: dict[str, Callable[[], Callable]],
-                   limits: dict[str, int] | None = None, batch_size: int = 16, progress: bool = True) -> Path:
+def run_evaluation(
+    run: Run,
+    files: Sequence[Path],
+    methods: dict[str, Callable[[], Callable]],
+    limits: dict[str, int] | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Path:
     """Scores every method on ``files`` (the first ``limits[name]`` for a method
     with a limit), appending to ``run.results`` and skipping finished images.
 
@@ -187,8 +212,14 @@ def run_evaluation(run: Run, files: Sequence[Path], methods: dict[str, Callable[
             mine = list(files[: limits.get(name, len(files))])
             todo = [f for f in mine if (name, str(f)) not in done]
             method = factory() if todo else None
-            bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"{name:>11s}", unit="img",
-                       disable=not progress, dynamic_ncols=True)
+            bar = tqdm(
+                total=len(mine),
+                initial=len(mine) - len(todo),
+                desc=f"{name:>11s}",
+                unit="img",
+                disable=not progress,
+                dynamic_ncols=True,
+            )
             for start in range(0, len(todo), batch_size):
                 chunk, tensors = [], []
                 for f in todo[start : start + batch_size]:
@@ -218,13 +249,24 @@ def run_evaluation(run: Run, files: Sequence[Path], methods: dict[str, Callable[
 DEFAULT_METHODS = "ptame,gradcam,gradcam++,layercam,eigencam,auxcam,gaussian,random"
 
 
-def evaluate(data: Sequence[str], out: str | os.PathLike | None = None, methods: str = DEFAULT_METHODS,
-             explainer: str | os.PathLike = "default", also: dict[str, str] | None = None,
-             backbone: str | None = None, backbone_weights: str | None = None, limit: int | None = None,
-             limit_for: dict[str, int] | None = None, batch_size: int = 16,
-             extra_aux_sizes: Sequence[int] | None = None, metrics: MetricConfig | None = None,
-             options: dict | None = None, device: torch.device | str = "cpu", progress: bool = True,
-             log: Callable[[str], None] = print) -> Path:
+def evaluate(
+    data: Sequence[str],
+    out: str | os.PathLike | None = None,
+    methods: str = DEFAULT_METHODS,
+    explainer: str | os.PathLike = "default",
+    also: dict[str, str] | None = None,
+    backbone: str | None = None,
+    backbone_weights: str | None = None,
+    limit: int | None = None,
+    limit_for: dict[str, int] | None = None,
+    batch_size: int = 16,
+    extra_aux_sizes: Sequence[int] | None = None,
+    metrics: MetricConfig | None = None,
+    options: dict | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Scores ``methods`` (registered names, or ``"all"``) on the images of ``data`` and writes
     ``results.jsonl``, ``run.json``, ``table.md``, ``table.csv`` and, with P-TAME among them,
     ``paired.md`` into ``out`` (default ``runs/eval-<backbone>``). Returns ``out``.
@@ -240,17 +282,20 @@ def evaluate(data: Sequence[str], out: str | os.PathLike | None = None, methods:
     names = method_names(methods)
     directory = explainer_dir(explainer)
     cfg = read_explainer_config(directory)
-    bb = load_classifier(backbone or cfg["backbone"]["name"],
-                         backbone_weights or (None if backbone else cfg["backbone"].get("weights")),
-                         device=device).freeze()
+    bb = load_classifier(
+        backbone or cfg["backbone"]["name"],
+        backbone_weights or (None if backbone else cfg["backbone"].get("weights")),
+        device=device,
+    ).freeze()
     needs = {METHODS[n].needs for n in names}
     ptame = None
     if "explainer" in needs:
         ptame = load_explainer(directory, backbone=bb, device=device)
         if extra_aux_sizes is not None:
             ptame = ptame.with_extra_aux_sizes(extra_aux_sizes)
-    auxiliary = ptame.auxiliary if ptame else (
-        network_from_config(cfg, "auxiliary", device) if "auxiliary" in needs else None)
+    auxiliary = (
+        ptame.auxiliary if ptame else (network_from_config(cfg, "auxiliary", device) if "auxiliary" in needs else None)
+    )
     files = list_images(data)[:limit]
     if not files:
         raise ValueError("no images found in --data")
@@ -264,10 +309,17 @@ def evaluate(data: Sequence[str], out: str | os.PathLike | None = None, methods:
     if unknown:
         raise ValueError(f"--limit-for names methods that are not evaluated: {', '.join(unknown)}")
     out = Path(out or f"runs/eval-{bb.name}")
-    run = Run(out=out, backbone=bb, identity={"backbone": bb.describe() | {"weights": bb.weights_ref}},
-              config=metrics or MetricConfig(), methods=identities)
-    log(f"evaluating {', '.join(factories)} on {len(files)} images, backbone {bb.name} on {device}; "
-        f"per-image results stream to {run.results}")
+    run = Run(
+        out=out,
+        backbone=bb,
+        identity={"backbone": bb.describe() | {"weights": bb.weights_ref}},
+        config=metrics or MetricConfig(),
+        methods=identities,
+    )
+    log(
+        f"evaluating {', '.join(factories)} on {len(files)} images, backbone {bb.name} on {device}; "
+        f"per-image results stream to {run.results}"
+    )
     run_evaluation(run, files, factories, limit_for, batch_size, progress=progress)
     write_tables(summarize(run.results), out)
     if "ptame" in factories:
@@ -277,8 +329,19 @@ def evaluate(data: Sequence[str], out: str | os.PathLike | None = None, methods:
 
 # ------------------------------------------------------------------ the table
 
-SUMMARY_COLUMNS = ("AD@100", "IC@100", "AD@50", "IC@50", "AD@15", "IC@15", "ROAD MoRF", "ROAD LeRF",
-                   "ROAD LeRF-MoRF", "deletion", "insertion")
+SUMMARY_COLUMNS = (
+    "AD@100",
+    "IC@100",
+    "AD@50",
+    "IC@50",
+    "AD@15",
+    "IC@15",
+    "ROAD MoRF",
+    "ROAD LeRF",
+    "ROAD LeRF-MoRF",
+    "deletion",
+    "insertion",
+)
 COST_COLUMNS = ("sec/map", "backbone forward/map", "backbone backward/map", "auxiliary forward/map")
 BETTER = {"AD@100": "lower", "AD@50": "lower", "AD@15": "lower", "ROAD MoRF": "lower", "deletion": "lower"}
 
@@ -334,8 +397,9 @@ def write_tables(rows: list[dict], out: Path) -> tuple[Path, Path]:
     """``table.md`` (mean ± s.e.) and ``table.csv`` (separate mean and s.e. columns) in ``out``."""
     cols = [c for c in SUMMARY_COLUMNS + COST_COLUMNS if any(c in r for r in rows)]
     md = out / "table.md"
-    head = ["method", "n"] + [f"{c} {'↓' if BETTER.get(c) == 'lower' else '↑'}" if c in SUMMARY_COLUMNS else c
-                              for c in cols]
+    head = ["method", "n"] + [
+        f"{c} {'↓' if BETTER.get(c) == 'lower' else '↑'}" if c in SUMMARY_COLUMNS else c for c in cols
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [method_label(r["method"]), str(r["n"])]
@@ -382,14 +446,16 @@ def write_paired_table(rows: list[dict], reference: str, path: Path) -> Path:
     """Markdown: one row per method, each cell ``reference - method`` (mean ± s.e.) on shared images."""
     cols = [c for c in SUMMARY_COLUMNS if any(c in r for r in rows)]
     ref = method_label(reference)
-    lines = [f"Each cell: {ref} minus the method, per image on the images both scored, mean ± s.e.; "
-             f"negative favours {ref} on ↓ metrics, positive on ↑ ones.", "",
-             f"| {ref} minus | n | " + " | ".join(f"{c} {'↓' if BETTER.get(c) == 'lower' else '↑'}" for c in cols)
-             + " |", "|" + "---|" * (len(cols) + 2)]
+    lines = [
+        f"Each cell: {ref} minus the method, per image on the images both scored, mean ± s.e.; "
+        f"negative favours {ref} on ↓ metrics, positive on ↑ ones.",
+        "",
+        f"| {ref} minus | n | " + " | ".join(f"{c} {'↓' if BETTER.get(c) == 'lower' else '↑'}" for c in cols) + " |",
+        "|" + "---|" * (len(cols) + 2),
+    ]
     for r in rows:
         cells = [method_label(r["method"]), str(r["n"])]
         cells += [f"{_fmt(c, r[c])} ± {_fmt(c, r[c + ' se'])}" if c in r else "–" for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
     return path
-

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -138,7 +138,7 @@ class ImageFiles(torch.utils.data.Dataset):
         try:
             img = load_image(self.files[index])
         except BadImageError as exc:
-            warnings.warn(f"skipping {exc}")
+            warnings.warn(f"skipping {exc}", stacklevel=2)
             return None
         return self.transform(img), index
 

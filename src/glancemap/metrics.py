@@ -73,6 +73,7 @@ def confidence_change(
 
 # --------------------------------------------------------------------- orderings
 
+
 def relevance_order(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Pixel indices of each ``(B,1,H,W)`` map, most relevant first, as ``(B, H*W)``.
 
@@ -103,6 +104,7 @@ def trapezoid_auc(xs: list[float], values: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- ROAD
+
 
 def telea_inpaint(images: torch.Tensor, removed: torch.Tensor, radius: int = 3) -> torch.Tensor:
     """Fills ``removed (B,H,W)`` pixels of ``images (B,3,H,W)`` in [0,1] by OpenCV's Telea method.
@@ -260,6 +262,7 @@ def deletion_insertion(
 
 # ------------------------------------------------------------------- cost
 
+
 class PassCounter:
     """Counts images through classifiers' forward and backward passes while active.
 
@@ -278,12 +281,15 @@ class PassCounter:
             n = output.shape[0]
             self.counts[f"{key}_forward"] += n
             if output.requires_grad:
+
                 def on_backward(grad):
                     self.counts[f"{key}_backward"] += n
+
                 output.register_hook(on_backward)
+
         return on_forward
 
-    def __enter__(self) -> "PassCounter":
+    def __enter__(self) -> PassCounter:
         self._handles = [m.register_forward_hook(self._hook(k)) for k, m in self.modules.items()]
         return self
 

@@ -34,6 +34,7 @@ def randomization_stages(model: nn.Module) -> list[list[str]]:
     Sequential containers (timm's ``blocks``, torchvision's ``features`` or
     ``layer4``) are opened one level so each stage is one block, not the whole trunk.
     """
+
     def is_trunk(m: nn.Module) -> bool:
         return isinstance(m, (nn.Sequential, nn.ModuleList)) and len(m) > 1
 
@@ -123,14 +124,22 @@ def cascading_randomization(
                 reference[name] = maps
             rho = spearman(reference[name], maps)
             se = float(rho.std() / len(rho) ** 0.5) if len(rho) > 1 else 0.0
-            rows.append({"method": name, "stage": k, "randomized": ",".join(stages[k - 1]) if k else "none",
-                         "spearman": float(rho.mean()), "se": se})
+            rows.append(
+                {
+                    "method": name,
+                    "stage": k,
+                    "randomized": ",".join(stages[k - 1]) if k else "none",
+                    "spearman": float(rho.mean()),
+                    "se": se,
+                }
+            )
             log(f"stage {k} ({rows[-1]['randomized']}): {name} spearman {rho.mean():.3f} ± {se:.3f}")
     return rows
 
 
-def ptame_factory(auxiliary_name: str, train_files: Sequence[Path], out: Path, steps: int, batch_size: int = 16,
-                  **config_overrides) -> MethodFactory:
+def ptame_factory(
+    auxiliary_name: str, train_files: Sequence[Path], out: Path, steps: int, batch_size: int = 16, **config_overrides
+) -> MethodFactory:
     """P-TAME for the sanity check: a head trained for ``steps`` on the given backbone copy.
 
     Every stage, the trained backbone (stage 0) included, gets the same short
@@ -139,9 +148,18 @@ def ptame_factory(auxiliary_name: str, train_files: Sequence[Path], out: Path, s
     from .training import TrainConfig, train
 
     def make(backbone, stage: int):
-        config = TrainConfig(data=[str(f) for f in train_files], out=str(out / f"stage{stage}"), backbone=backbone.name,
-                             auxiliary=auxiliary_name, max_steps=steps, epochs=10**6, batch_size=batch_size,
-                             checkpoint_every=10**6, device=str(backbone.device), **config_overrides)
+        config = TrainConfig(
+            data=[str(f) for f in train_files],
+            out=str(out / f"stage{stage}"),
+            backbone=backbone.name,
+            auxiliary=auxiliary_name,
+            max_steps=steps,
+            epochs=10**6,
+            batch_size=batch_size,
+            checkpoint_every=10**6,
+            device=str(backbone.device),
+            **config_overrides,
+        )
         return train(config, progress_bar=False, backbone=copy.deepcopy(backbone))
 
     return make
@@ -152,8 +170,10 @@ def write_sanity_table(rows: list[dict], path: Path) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     stages = sorted({(r["stage"], r["randomized"]) for r in rows})
     cell = {(r["method"], r["stage"]): f"{r['spearman']:.3f} ± {r['se']:.3f}" for r in rows}
-    lines = ["| stage | randomised down to | " + " | ".join(method_label(m) for m in methods) + " |",
-             "|---|---|" + "---|" * len(methods)]
+    lines = [
+        "| stage | randomised down to | " + " | ".join(method_label(m) for m in methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
     for k, what in stages:
         lines.append(f"| {k} | {what} | " + " | ".join(cell.get((m, k), "–") for m in methods) + " |")
     path.write_text("\n".join(lines) + "\n")
@@ -166,10 +186,20 @@ def limit_stages(stages: list[list[str]], max_stages: int) -> list[list[str]]:
     return stages
 
 
-def run_sanity(data: Sequence[str], out: Path, methods: str = "ptame,gradcam,gradcam++,auxcam",
-               explainer: str = "default", train_data: Sequence[str] | None = None, images: int = 16,
-               max_stages: int = 6, ptame_steps: int = 60, ptame_batch_size: int = 16, lr: float | None = None,
-               seed: int = 0, device: torch.device | str = "cpu") -> list[dict]:
+def run_sanity(
+    data: Sequence[str],
+    out: Path,
+    methods: str = "ptame,gradcam,gradcam++,auxcam",
+    explainer: str = "default",
+    train_data: Sequence[str] | None = None,
+    images: int = 16,
+    max_stages: int = 6,
+    ptame_steps: int = 60,
+    ptame_batch_size: int = 16,
+    lr: float | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[dict]:
     """The cascading randomisation check on the first ``images`` of ``data`` for the explainer's backbone;
     writes ``sanity.json`` and ``sanity.md`` into ``out`` and returns the rows.
 
@@ -196,11 +226,19 @@ def run_sanity(data: Sequence[str], out: Path, methods: str = "ptame,gradcam,gra
     for n in names:
         if n == "ptame":
             recipe = training_recipe(cfg) | ({} if lr is None else {"lr": lr})
-            factories[n] = ptame_factory(auxiliary.name, list_images(train_data), out / "ptame-heads",
-                                         ptame_steps, ptame_batch_size, seed=seed, **recipe)
+            factories[n] = ptame_factory(
+                auxiliary.name,
+                list_images(train_data),
+                out / "ptame-heads",
+                ptame_steps,
+                ptame_batch_size,
+                seed=seed,
+                **recipe,
+            )
         else:
-            factories[n] = lambda bb, k, n=n: create_method(n, MethodContext(bb, auxiliary=auxiliary,
-                                                                             options={"seed": seed}))
+            factories[n] = lambda bb, k, n=n: create_method(
+                n, MethodContext(bb, auxiliary=auxiliary, options={"seed": seed})
+            )
     rows = cascading_randomization(backbone, factories, batch, stages, seed=seed)
     (out / "sanity.json").write_text(json.dumps(rows, indent=1))
     write_sanity_table(rows, out / "sanity.md")

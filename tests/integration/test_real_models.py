@@ -38,13 +38,21 @@ def test_short_training_lowers_the_loss(sample_dir):
     """Paper init, Lite0 explaining itself at low resolution: the loss on a fixed batch must drop."""
     torch.manual_seed(0)
     files = imagenet_sample_split(sample_dir, "train")[:48]
-    cfg = TrainConfig(data=[], out="", backbone="efficientnet_lite0", auxiliary="efficientnet_lite0", init="paper",
-                      aux_input_size=[128, 128])
+    cfg = TrainConfig(
+        data=[],
+        out="",
+        backbone="efficientnet_lite0",
+        auxiliary="efficientnet_lite0",
+        init="paper",
+        aux_input_size=[128, 128],
+    )
     explainer = build_explainer(cfg, torch.device("cpu"))
     size = (128, 128)
     transform = explainer.backbone.preprocessing.eval_transform()
-    batches = [torch.nn.functional.interpolate(b, size=size, mode="bilinear", antialias=True)
-               for b in _batches(files, transform, 16)]
+    batches = [
+        torch.nn.functional.interpolate(b, size=size, mode="bilinear", antialias=True)
+        for b in _batches(files, transform, 16)
+    ]
     loss_fn = PTameLoss(cfg.loss_weights())
     opt = torch.optim.AdamW(explainer.head.parameters(), lr=1e-3, amsgrad=True)
 
@@ -95,15 +103,17 @@ def test_shipped_explainers_beat_sanity_baselines_in_the_benchmark(sample_dir, n
     than a centred Gaussian and far better than uniform noise, and keep far more confidence than noise.
     (On all 200 dev images P-TAME also has a lower AD@100 than the Gaussian; 16 images are too few
     for that: on these the Gaussian wins it.)"""
-    from glancemap.methods import UniformRandom
     from glancemap.evaluation import MetricConfig, score_batch
+    from glancemap.methods import UniformRandom
 
     explainer = load_explainer(name)
     files = imagenet_sample_split(sample_dir, "dev")[:16]
     images = next(_batches(files, explainer.backbone.preprocessing.eval_transform(), 16))
     config = MetricConfig(deletion_steps=0)
-    scores = {m: score_batch(explainer.backbone, method, images, config)
-              for m, method in [("ptame", explainer), ("gaussian", CenteredGaussian()), ("random", UniformRandom())]}
+    scores = {
+        m: score_batch(explainer.backbone, method, images, config)
+        for m, method in [("ptame", explainer), ("gaussian", CenteredGaussian()), ("random", UniformRandom())]
+    }
 
     def mean(m, key):
         return sum(r[key] for r in scores[m]) / len(scores[m])

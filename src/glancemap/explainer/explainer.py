@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -24,6 +25,7 @@ FORMAT = "glancemap-explainer/1"
 # explainer folders written before the project was renamed from ptame: read the same way
 LEGACY_FORMATS = ("ptame-explainer/1",)
 DEFAULT_EXPLAINER_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
+
 
 def check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     """``[(h, w), ...]`` of positive ints, from pairs or single sides (a side ``s`` means ``(s, s)``)."""
@@ -124,7 +126,7 @@ class PTameExplainer(nn.Module, Explainer):
     def device(self) -> torch.device:
         return self.head.blocks[0].conv.weight.device
 
-    def train(self, mode: bool = True) -> "PTameExplainer":
+    def train(self, mode: bool = True) -> PTameExplainer:
         super().train(mode)
         self.backbone.eval()  # frozen networks keep their BN statistics
         self.features.train(mode)
@@ -142,15 +144,19 @@ class PTameExplainer(nn.Module, Explainer):
         """Every resolution the auxiliary runs at when explaining, the training one first."""
         return [tuple(self.features.input_size), *self.extra_aux_sizes]
 
-    def with_extra_aux_sizes(self, sizes: Sequence[tuple[int, int] | int]) -> "PTameExplainer":
+    def with_extra_aux_sizes(self, sizes: Sequence[tuple[int, int] | int]) -> PTameExplainer:
         """This explainer (the same networks and head, not copies) with other multi-scale sides;
         ``[]`` gives the single-pass explainer."""
         other = copy.copy(self)
         other.extra_aux_sizes = check_sizes(sizes)
         return other
 
-    def multiscale_maps(self, images: torch.Tensor, size: tuple[int, int] | torch.Size,
-                        heads: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+    def multiscale_maps(
+        self,
+        images: torch.Tensor,
+        size: tuple[int, int] | torch.Size,
+        heads: Callable[[list[torch.Tensor]], torch.Tensor],
+    ) -> torch.Tensor:
         """``heads(features) -> (B,n,h,w)`` logits at each auxiliary size, resized to ``size``,
         min-max normalised per map and averaged over the sizes: ``(B,n,*size)`` in [0,1]."""
         maps = [minmax_normalize(resize_maps(heads(self.features(images, s)), size)) for s in self.aux_sizes]
@@ -185,8 +191,11 @@ class PTameExplainer(nn.Module, Explainer):
         check_images(images)
         probs = self.backbone(images).softmax(dim=1)
         scores, classes = probs.topk(top_k, dim=1)
-        maps = self.multiscale_maps(images, images.shape[-2:], lambda feats: torch.cat(
-            [self.head(feats, classes[:, j], per_sample=True) for j in range(top_k)], dim=1))
+        maps = self.multiscale_maps(
+            images,
+            images.shape[-2:],
+            lambda feats: torch.cat([self.head(feats, classes[:, j], per_sample=True) for j in range(top_k)], dim=1),
+        )
         return {"classes": classes, "scores": scores, "maps": maps}
 
     # ------------------------------------------------------------ persistence

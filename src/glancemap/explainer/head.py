@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -218,4 +218,3 @@ class SharedReadoutHead(FusionHead):
     def rescale_(self, scale: float, offset: float) -> None:
         self.projection.mul_(scale)
         self.offset.mul_(scale).add_(offset)
-

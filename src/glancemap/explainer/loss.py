@@ -25,8 +25,12 @@ class LossWeights:
     p_area: float = field(default=0.3, metadata={"help": "exponent of the area term"})
     beta: float = field(default=0.3, metadata={"help": "weight of the border in the TV term"})
     area_eps: float = 0.0005
-    destroy: float = field(default=0.0, metadata={
-        "help": "weight of our removal term: the map's region blurred away must lose the class (0: the paper's)"})
+    destroy: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of our removal term: the map's region blurred away must lose the class (0: the paper's)"
+        },
+    )
     destroy_sigma: float = 5.0  # pixels: the blur that removes the region, and the finest scale of the inpaint fill
     # Experimental (``train --experimental KEY=VALUE``; measured no gain so far, docs/experiments.md):
     # ROAD-shaped removal, the map's top f pixels, f ~ U(rank_fractions), removed as a hard mask and
@@ -78,8 +82,12 @@ class PTameLoss:
         self.weights = weights or LossWeights()
 
     def __call__(
-        self, logits_perturbed: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor,
-        logits_removed: torch.Tensor | None = None, logits_rank_removed: torch.Tensor | None = None,
+        self,
+        logits_perturbed: torch.Tensor,
+        targets: torch.Tensor,
+        maps: torch.Tensor,
+        logits_removed: torch.Tensor | None = None,
+        logits_rank_removed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         w = self.weights
         terms = {

@@ -114,8 +114,13 @@ def load_explainer(
         bb.to(device)
         aux.to(device)
     explainer = PTameExplainer(
-        bb, aux, cfg["layers"], tuple(cfg["aux_input_size"]), head_bias=bool(cfg.get("head_bias", False)),
-        head=cfg.get("head", "per-class"), extra_aux_sizes=[tuple(s) for s in cfg.get("extra_aux_sizes", [])],
+        bb,
+        aux,
+        cfg["layers"],
+        tuple(cfg["aux_input_size"]),
+        head_bias=bool(cfg.get("head_bias", False)),
+        head=cfg.get("head", "per-class"),
+        extra_aux_sizes=[tuple(s) for s in cfg.get("extra_aux_sizes", [])],
     )
     if explainer.head.channels != list(cfg["feature_channels"]):
         raise ExplainerMismatchError(
@@ -142,7 +147,9 @@ def load_explainer(
     return explainer.eval()
 
 
-def ship_explainer(source: str | os.PathLike, destination: str | os.PathLike, dtype: torch.dtype = torch.float16) -> Path:
+def ship_explainer(
+    source: str | os.PathLike, destination: str | os.PathLike, dtype: torch.dtype = torch.float16
+) -> Path:
     """Writes a trained explainer in the form glancemap ships: the same config, the head's floating-point
     tensors stored as ``dtype`` (half the bytes; integer buffers unchanged). Loading casts them back to
     float32, so the maps differ from the source's only by that rounding."""

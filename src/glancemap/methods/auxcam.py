@@ -23,7 +23,9 @@ class AuxiliaryCAM(Explainer):
         self.features = FeatureExtractor(auxiliary, [layer or default_layers(auxiliary)[-1]])
         cam = self.features.cam_weights(backbone.class_names)
         if cam is None:
-            raise ValueError("auxiliary CAM needs a pre-pooling layer feeding a linear classifier over the backbone's classes")
+            raise ValueError(
+                "auxiliary CAM needs a pre-pooling layer feeding a linear classifier over the backbone's classes"
+            )
         self.weight = cam[0]
 
     @torch.no_grad()
@@ -38,6 +40,11 @@ def _auxiliary(ctx):
     return ctx.explainer.auxiliary if ctx.explainer is not None else ctx.auxiliary
 
 
-register_method("auxcam", "Auxiliary CAM", lambda ctx: AuxiliaryCAM(ctx.backbone, _auxiliary(ctx)), needs="auxiliary",
-                identity=lambda ctx: {"auxiliary": _auxiliary(ctx).name},
-                summary="plain CAM of P-TAME's auxiliary network for the backbone's class (no training)")
+register_method(
+    "auxcam",
+    "Auxiliary CAM",
+    lambda ctx: AuxiliaryCAM(ctx.backbone, _auxiliary(ctx)),
+    needs="auxiliary",
+    identity=lambda ctx: {"auxiliary": _auxiliary(ctx).name},
+    summary="plain CAM of P-TAME's auxiliary network for the backbone's class (no training)",
+)

@@ -9,7 +9,7 @@ only, and calls :meth:`Explainer.targets` for the shared target check.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -114,16 +114,29 @@ class GradCamMethod(Explainer):
         self.cam.activations_and_grads = ActivationsAndGradients(*self._hooks, self.cam.detach)
         try:
             with torch.enable_grad(), quiet_grad_cam_bars():
-                maps = [self.cam(input_tensor=images[i : i + step].detach().requires_grad_(True),
-                                 targets=wanted[i : i + step]) for i in range(0, len(images), step)]
+                maps = [
+                    self.cam(
+                        input_tensor=images[i : i + step].detach().requires_grad_(True), targets=wanted[i : i + step]
+                    )
+                    for i in range(0, len(images), step)
+                ]
         finally:
             self.cam.activations_and_grads.release()
         return torch.from_numpy(np.concatenate(maps)).to(images.device, torch.float32).unsqueeze(1)
 
 
-_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM", "ablationcam": "Ablation-CAM",
-           "layercam": "LayerCAM", "eigencam": "EigenCAM"}
+_LABELS = {
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "scorecam": "Score-CAM",
+    "ablationcam": "Ablation-CAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+}
 for _name, _label in _LABELS.items():
-    register_method(_name, _label,
-                    lambda ctx, name=_name: GradCamMethod(ctx.backbone, name, batch_size=ctx.option("cam_batch_size", 32)),
-                    summary=f"{_label} of the backbone's last convolutional map (grad-cam package)")
+    register_method(
+        _name,
+        _label,
+        lambda ctx, name=_name: GradCamMethod(ctx.backbone, name, batch_size=ctx.option("cam_batch_size", 32)),
+        summary=f"{_label} of the backbone's last convolutional map (grad-cam package)",
+    )

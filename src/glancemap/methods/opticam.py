@@ -69,6 +69,10 @@ class OptiCAM(Explainer):
             return saliency()
 
 
-register_method("opticam", "Opti-CAM", lambda ctx: OptiCAM(ctx.backbone, steps=ctx.option("opticam_steps", 100)),
-                identity=lambda ctx: {"steps": ctx.option("opticam_steps", 100), "lr": OptiCAM.LR, "score": "logit"},
-                summary="per image, Adam steps on the CAM weights that maximise the class logit on the masked image")
+register_method(
+    "opticam",
+    "Opti-CAM",
+    lambda ctx: OptiCAM(ctx.backbone, steps=ctx.option("opticam_steps", 100)),
+    identity=lambda ctx: {"steps": ctx.option("opticam_steps", 100), "lr": OptiCAM.LR, "score": "logit"},
+    summary="per image, Adam steps on the CAM weights that maximise the class logit on the masked image",
+)

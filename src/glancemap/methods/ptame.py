@@ -29,9 +29,19 @@ def _single(ctx: MethodContext):
     return ctx.explainer.with_extra_aux_sizes([])
 
 
-register_method("ptame", "P-TAME", lambda ctx: ctx.explainer, needs="explainer",
-                identity=lambda ctx: explainer_identity(ctx.explainer),
-                summary="the trained explainer (its multi-scale setting); no backbone pass")
-register_method("ptame-single", "P-TAME (one pass)", _single, needs="explainer",
-                identity=lambda ctx: explainer_identity(ctx.explainer, []),
-                summary="the same head with one auxiliary pass (the paper's inference)")
+register_method(
+    "ptame",
+    "P-TAME",
+    lambda ctx: ctx.explainer,
+    needs="explainer",
+    identity=lambda ctx: explainer_identity(ctx.explainer),
+    summary="the trained explainer (its multi-scale setting); no backbone pass",
+)
+register_method(
+    "ptame-single",
+    "P-TAME (one pass)",
+    _single,
+    needs="explainer",
+    identity=lambda ctx: explainer_identity(ctx.explainer, []),
+    summary="the same head with one auxiliary pass (the paper's inference)",
+)

@@ -33,7 +33,15 @@ class UniformRandom(Explainer):
         return torch.rand(b, 1, h, w, generator=self.generator).to(images.device)
 
 
-register_method("gaussian", "Centred Gaussian", lambda ctx: CenteredGaussian(),
-                summary="a Gaussian bump in the image centre (the photographer's prior)")
-register_method("random", "Uniform random", lambda ctx: UniformRandom(seed=ctx.option("seed", 0)),
-                summary="independent uniform noise per pixel")
+register_method(
+    "gaussian",
+    "Centred Gaussian",
+    lambda ctx: CenteredGaussian(),
+    summary="a Gaussian bump in the image centre (the photographer's prior)",
+)
+register_method(
+    "random",
+    "Uniform random",
+    lambda ctx: UniformRandom(seed=ctx.option("seed", 0)),
+    summary="independent uniform noise per pixel",
+)

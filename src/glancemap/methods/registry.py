@@ -6,8 +6,9 @@ method, :func:`create_method` builds it from a :class:`MethodContext`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .base import Explainer
 
@@ -52,8 +53,15 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, label: str, build: Callable[[MethodContext], Explainer], *, needs: str | None = None,
-                    identity: Callable[[MethodContext], dict] | None = None, summary: str = "") -> MethodSpec:
+def register_method(
+    name: str,
+    label: str,
+    build: Callable[[MethodContext], Explainer],
+    *,
+    needs: str | None = None,
+    identity: Callable[[MethodContext], dict] | None = None,
+    summary: str = "",
+) -> MethodSpec:
     """Adds (or replaces) a method under ``name``; ``label`` is its display name in tables."""
     if needs not in (None, "explainer", "auxiliary"):
         raise ValueError(f"needs must be None, 'explainer' or 'auxiliary', got {needs!r}")

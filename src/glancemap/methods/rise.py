@@ -16,8 +16,9 @@ class RISE(Explainer):
     upsampled bilinearly with a random shift; seeded and batched.
     """
 
-    def __init__(self, classifier, n_masks: int = 4000, cells: int = 7, p: float = 0.5, batch_size: int = 64,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, classifier, n_masks: int = 4000, cells: int = 7, p: float = 0.5, batch_size: int = 64, seed: int = 0
+    ) -> None:
         self.backbone = classifier
         self.n_masks, self.cells, self.p, self.batch_size, self.seed = n_masks, cells, p, batch_size, seed
         self._masks: torch.Tensor | None = None
@@ -30,8 +31,9 @@ class RISE(Explainer):
             h, w = size
             ch, cw = -(-h // self.cells), -(-w // self.cells)
             grid = (torch.rand(self.n_masks, 1, self.cells, self.cells, generator=g) < self.p).float()
-            up = F.interpolate(grid, size=((self.cells + 1) * ch, (self.cells + 1) * cw), mode="bilinear",
-                               align_corners=False)
+            up = F.interpolate(
+                grid, size=((self.cells + 1) * ch, (self.cells + 1) * cw), mode="bilinear", align_corners=False
+            )
             dy = torch.randint(0, ch, (self.n_masks,), generator=g)
             dx = torch.randint(0, cw, (self.n_masks,), generator=g)
             crops = [up[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(self.n_masks)]
@@ -53,7 +55,15 @@ class RISE(Explainer):
         return minmax_normalize(torch.stack(out).unsqueeze(1))
 
 
-register_method("rise", "RISE", lambda ctx: RISE(ctx.backbone, n_masks=ctx.option("rise_masks", 4000),
-                                                batch_size=ctx.option("cam_batch_size", 32), seed=ctx.option("seed", 0)),
-                identity=lambda ctx: {"masks": ctx.option("rise_masks", 4000), "seed": ctx.option("seed", 0)},
-                summary="score-weighted mean of random masks (black box; 4000 backbone passes per map)")
+register_method(
+    "rise",
+    "RISE",
+    lambda ctx: RISE(
+        ctx.backbone,
+        n_masks=ctx.option("rise_masks", 4000),
+        batch_size=ctx.option("cam_batch_size", 32),
+        seed=ctx.option("seed", 0),
+    ),
+    identity=lambda ctx: {"masks": ctx.option("rise_masks", 4000), "seed": ctx.option("seed", 0)},
+    summary="score-weighted mean of random masks (black box; 4000 backbone passes per map)",
+)

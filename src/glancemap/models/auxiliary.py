@@ -6,14 +6,14 @@ never hooked; it stays a black box.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .classifier import Classifier, find_linear_classifier
-from .layers import default_layers
+
 
 class FeatureExtractor(nn.Module):
     """Runs a frozen classifier and returns the outputs of the named modules.
@@ -46,7 +46,7 @@ class FeatureExtractor(nn.Module):
 
         return fn
 
-    def train(self, mode: bool = True) -> "FeatureExtractor":
+    def train(self, mode: bool = True) -> FeatureExtractor:
         # the auxiliary is always in eval mode: its BN statistics are part of it
         super().train(mode)
         self.classifier.eval()
@@ -88,9 +88,7 @@ class FeatureExtractor(nn.Module):
             self._shapes = [tuple(f.shape[1:]) for f in self(probe)]  # type: ignore[misc]
         return self._shapes
 
-    def cam_weights(
-        self, class_names: Sequence[str] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    def cam_weights(self, class_names: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """(K,C_last) weights and bias of the linear classifier fed by the last layer, if it is one.
 
         With ``class_names`` (the backbone's), also None unless the auxiliary has the same classes.

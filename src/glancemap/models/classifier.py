@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -61,7 +61,9 @@ class Preprocessing:
         return T.Compose(
             [
                 T.ToImage(),
-                T.RandomResizedCrop(self.input_size, scale=scale, interpolation=_interp(self.interpolation), antialias=True),
+                T.RandomResizedCrop(
+                    self.input_size, scale=scale, interpolation=_interp(self.interpolation), antialias=True
+                ),
                 T.RandomHorizontalFlip(),
                 T.ToDtype(torch.float32, scale=True),
             ]
@@ -155,7 +157,7 @@ class Classifier(nn.Module):
         score, cls = probs.max(dim=1)
         return cls, score
 
-    def freeze(self) -> "Classifier":
+    def freeze(self) -> Classifier:
         for p in self.parameters():
             p.requires_grad_(False)
         return self.eval()
@@ -210,7 +212,7 @@ def _load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
         state = dict(zip(target.keys(), state.values()))
     # strip DataParallel/DDP prefixes users often save
     if not by_order and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     bad = [k for k, v in state.items() if k in target and target[k].shape != v.shape]
     if bad:
         k = bad[0]

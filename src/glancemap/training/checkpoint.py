@@ -69,7 +69,9 @@ def trim_log(path: Path, last_step: int) -> int:
     return dropped
 
 
-def save_checkpoint(path: Path, head: torch.nn.Module, optimizer, scheduler, progress: dict, config: TrainConfig) -> None:
+def save_checkpoint(
+    path: Path, head: torch.nn.Module, optimizer, scheduler, progress: dict, config: TrainConfig
+) -> None:
     """One safetensors file (weights + optimizer tensors, JSON metadata), written to a temp file then renamed."""
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict())
@@ -97,4 +99,6 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         tensors = load_file(str(path))
     except Exception as exc:
         raise ValueError(f"checkpoint {path} is unreadable ({exc}); delete it to start over") from exc
-    return tensors, {k: (json.loads(v) if k not in ("glancemap_version", "ptame_version") else v) for k, v in meta.items()}
+    return tensors, {
+        k: (json.loads(v) if k not in ("glancemap_version", "ptame_version") else v) for k, v in meta.items()
+    }

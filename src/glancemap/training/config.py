@@ -46,37 +46,61 @@ class TrainConfig:
 
     data: list[str]
     out: str
-    backbone: str = option("efficientnet_lite2", "classifier to explain (a registered name, timm:NAME, torchvision:NAME)")
+    backbone: str = option(
+        "efficientnet_lite2", "classifier to explain (a registered name, timm:NAME, torchvision:NAME)"
+    )
     backbone_weights: str | None = option(None, "local weights file of the backbone, or 'random'")
     auxiliary: str = option("efficientnet_lite0", "frozen feature network")
     auxiliary_weights: str | None = option(None, "local weights file of the auxiliary, or 'random'")
-    layers: list[str] | None = option(None, "comma-separated auxiliary module names (default per network)",
-                                      parse=lambda v: v.split(",") if v else None, type=str)
-    aux_input_size: list[int] | None = option(None, "side the auxiliary sees (default: its own input size)", type=int,
-                                              parse=lambda v: [v, v] if v else None)
+    layers: list[str] | None = option(
+        None,
+        "comma-separated auxiliary module names (default per network)",
+        parse=lambda v: v.split(",") if v else None,
+        type=str,
+    )
+    aux_input_size: list[int] | None = option(
+        None, "side the auxiliary sees (default: its own input size)", type=int, parse=lambda v: [v, v] if v else None
+    )
     extra_aux_sizes: list[int] = option(
         help="multi-scale inference: also run the auxiliary at these sides and average the maps (saved in the "
-             "explainer; training is unaffected)", factory=list, type=int, nargs="+", metavar="SIDE")
+        "explainer; training is unaffected)",
+        factory=list,
+        type=int,
+        nargs="+",
+        metavar="SIDE",
+    )
     train_aux_sides: list[int] = option(
         help="scale augmentation: each step runs the auxiliary at one of these sides, drawn at random, so the head "
-             "also learns the features multi-scale inference reads", factory=list, type=int, nargs="+", metavar="SIDE")
+        "also learns the features multi-scale inference reads",
+        factory=list,
+        type=int,
+        nargs="+",
+        metavar="SIDE",
+    )
     preset: str = option("default", "loss weights and weight decay", choices=sorted(PRESETS))
     loss: dict[str, float | str] = field(default_factory=dict)  # overrides of the preset's weights
     weight_decay: float | None = option(None, "AdamW weight decay (default: the preset's)", type=float)
-    init: str = option("aux-cam", "aux-cam: start from the auxiliary's calibrated CAM (ours); paper: default init",
-                       choices=["aux-cam", "paper"])
+    init: str = option(
+        "aux-cam",
+        "aux-cam: start from the auxiliary's calibrated CAM (ours); paper: default init",
+        choices=["aux-cam", "paper"],
+    )
     init_from: str | None = option(None, "start from this saved explainer's head (fine-tune)")
-    head: str = option("auto", "shared: one projection read through the auxiliary's classifier, so classes absent "
-                       "from the training images are trained too (needs the backbone's classes on the auxiliary); "
-                       "per-class: the paper's head, fusion weights of its own per class; auto: shared when possible",
-                       choices=["auto", "shared", "per-class"])
+    head: str = option(
+        "auto",
+        "shared: one projection read through the auxiliary's classifier, so classes absent "
+        "from the training images are trained too (needs the backbone's classes on the auxiliary); "
+        "per-class: the paper's head, fusion weights of its own per class; auto: shared when possible",
+        choices=["auto", "shared", "per-class"],
+    )
     head_bias: bool | None = None  # None: with aux-cam (the calibration needs an offset), not with paper
     cam_keep: float = 0.4  # aux-cam calibration: fraction of pixels the initial sigmoid maps keep above 0.5
     epochs: int = option(1, "passes over the images", type=int)
     batch_size: int = option(32, "images per step (per process)", type=int)
     lr: float = option(1e-4, "peak learning rate of the one-cycle schedule", type=float)
-    crop_scale: tuple[float, float] = option((0.25, 1.0), "RandomResizedCrop's area range", type=float, nargs=2,
-                                             metavar=("MIN", "MAX"), parse=tuple)
+    crop_scale: tuple[float, float] = option(
+        (0.25, 1.0), "RandomResizedCrop's area range", type=float, nargs=2, metavar=("MIN", "MAX"), parse=tuple
+    )
     max_steps: int | None = option(None, "stop after this many steps", type=int)
     checkpoint_every: int = option(50, "steps between atomic checkpoints", type=int)
     workers: int = option(1, "image-loading processes (0: load in the training process)", type=int)
@@ -93,9 +117,26 @@ class TrainConfig:
         return PRESETS[self.preset].weight_decay if self.weight_decay is None else self.weight_decay
 
     # fields that must agree between a checkpoint and a resumed run
-    IDENTITY = ("backbone", "backbone_weights", "auxiliary", "auxiliary_weights", "layers", "aux_input_size",
-                "train_aux_sides", "preset", "loss", "weight_decay", "init", "init_from", "head", "head_bias", "epochs",
-                "batch_size", "lr", "seed")
+    IDENTITY = (
+        "backbone",
+        "backbone_weights",
+        "auxiliary",
+        "auxiliary_weights",
+        "layers",
+        "aux_input_size",
+        "train_aux_sides",
+        "preset",
+        "loss",
+        "weight_decay",
+        "init",
+        "init_from",
+        "head",
+        "head_bias",
+        "epochs",
+        "batch_size",
+        "lr",
+        "seed",
+    )
 
     def uses_head_bias(self) -> bool:
         return self.init == "aux-cam" if self.head_bias is None else self.head_bias

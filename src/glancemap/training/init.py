@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -15,16 +15,24 @@ from .config import TrainConfig
 
 
 def build_explainer(
-    config: TrainConfig, device: torch.device, calibration_files: Sequence[Path] | None = None,
+    config: TrainConfig,
+    device: torch.device,
+    calibration_files: Sequence[Path] | None = None,
     backbone: Classifier | None = None,
 ) -> PTameExplainer:
-    """Backbone (``config.backbone`` unless given), auxiliary and a freshly initialised head (see ``TrainConfig.init``)."""
+    """Backbone (``config.backbone`` unless given), auxiliary and a freshly initialised head
+    (see ``TrainConfig.init``)."""
     if backbone is None:
         backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
     auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
     size = tuple(config.aux_input_size) if config.aux_input_size else None
     explainer = PTameExplainer(
-        backbone, auxiliary, config.layers, size, head_bias=config.uses_head_bias(), head=config.head,  # type: ignore[arg-type]
+        backbone,
+        auxiliary,
+        config.layers,
+        size,
+        head_bias=config.uses_head_bias(),
+        head=config.head,  # type: ignore[arg-type]
         extra_aux_sizes=config.extra_aux_sizes,
     )
     if config.init == "aux-cam":

@@ -44,7 +44,10 @@ def step_aux_size(config: TrainConfig, step: int) -> tuple[int, int] | None:
 
 
 def training_step(
-    explainer: PTameExplainer, head: torch.nn.Module, images: torch.Tensor, loss_fn: PTameLoss,
+    explainer: PTameExplainer,
+    head: torch.nn.Module,
+    images: torch.Tensor,
+    loss_fn: PTameLoss,
     aux_size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Targets are the backbone's top-1 on the clean batch; the map of each image's target
@@ -76,8 +79,9 @@ def training_step(
     return loss, terms
 
 
-def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
-          backbone: Classifier | None = None) -> PTameExplainer:
+def train(
+    config: TrainConfig, resume: bool = False, progress_bar: bool = True, backbone: Classifier | None = None
+) -> PTameExplainer:
     """Trains a P-TAME head and saves the explainer to ``<out>/explainer``. Returns it (on every rank).
 
     ``backbone`` replaces the one ``config.backbone`` names (e.g. a randomised
@@ -114,12 +118,8 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
 
     head = explainer.head
     params = [p for p in head.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=config.lr, weight_decay=config.resolved_weight_decay(), amsgrad=True
-    )
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=max(total_steps, 2)
-    )
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.resolved_weight_decay(), amsgrad=True)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total_steps, 2))
     step = 0
     if resume and ckpt_path.exists():
         tensors, meta = load_checkpoint(ckpt_path)
@@ -201,15 +201,22 @@ def train(config: TrainConfig, resume: bool = False, progress_bar: bool = True,
                 now = time.perf_counter()
                 step_s, step_end = now - step_end, now
                 if env.is_main:
-                    record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                              "step_s": round(step_s, 3)} | last_terms
+                    record = {
+                        "step": step,
+                        "epoch": epoch,
+                        "lr": scheduler.get_last_lr()[0],
+                        "step_s": round(step_s, 3),
+                    } | last_terms
                     log.write(json.dumps(record) + "\n")  # type: ignore[union-attr]
                     log.flush()  # type: ignore[union-attr]
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(
-                            epoch=epoch, loss=f"{last_terms['loss']:.3f}", ce=f"{last_terms['ce']:.3f}",
-                            area=f"{last_terms['area']:.3f}", tv=f"{last_terms['tv']:.3f}",
+                            epoch=epoch,
+                            loss=f"{last_terms['loss']:.3f}",
+                            ce=f"{last_terms['ce']:.3f}",
+                            area=f"{last_terms['area']:.3f}",
+                            tv=f"{last_terms['tv']:.3f}",
                             mask=f"{last_terms['mask_mean']:.2f}",
                         )
                     if step % config.checkpoint_every == 0 or step == total_steps:
@@ -267,5 +274,7 @@ def training_recipe(explainer_config: dict) -> dict:
         # records before the blur was the removal term's only fill name it; any other fill is gone
         fill = recipe["loss"].pop("destroy_fill", "blur")
         if fill != "blur":
-            raise ValueError(f"this explainer was trained with the removal fill {fill!r}, which glancemap no longer has")
+            raise ValueError(
+                f"this explainer was trained with the removal fill {fill!r}, which glancemap no longer has"
+            )
     return recipe
