@@ -5,7 +5,7 @@ trainer's own code) on a batch of training crops with an explainer's head,
 and prints each term's value, weight and the norm of the gradient of
 ``weight * term`` with respect to the head's trainable weights.
 
-    python scripts/loss_gradients.py splits/train.txt [--explainer default] [--images 16]
+    python experiments/loss_gradients.py splits/train.txt [--explainer default] [--images 16]
         [--destroy 3] [--rank-destroy 3] [--seed 0]
 """
 

@@ -15,9 +15,9 @@ other variants (its own multi-scale setting is not applied). Every variant is
 paired, image by image, with the methods of a finished ``glancemap evaluate`` run
 on the same files (docs/results.md, "Why P-TAME still trails").
 
-    python scripts/map_variants.py splits/dev.txt --paired-with runs/eval-efficientnet_lite2 \
+    python experiments/map_variants.py splits/dev.txt --paired-with runs/eval-efficientnet_lite2 \
         --variants s260,f,b8,b16,x:runs/other/explainer
-    python scripts/map_variants.py splits/dev.txt --limit 48 --compare-fills
+    python experiments/map_variants.py splits/dev.txt --limit 48 --compare-fills
 """
 
 from __future__ import annotations

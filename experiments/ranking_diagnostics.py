@@ -4,7 +4,7 @@
 2. ROAD of P-TAME's maps as they are, pooled to Grad-CAM's 9x9 grid, and blurred
    (sigma 8 px): does map resolution explain the MoRF gap?
 
-    python scripts/ranking_diagnostics.py ../shared/data/imagenet-sample --explainer default --images 96
+    python experiments/ranking_diagnostics.py ../shared/data/imagenet-sample --explainer default --images 96
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ SAMPLE=${GLANCEMAP_SAMPLE_DIR:-../shared/data/imagenet-sample}
 bash scripts/setup.sh
 GLANCEMAP=.venv/bin/glancemap
 DEVICE=${DEVICE:-auto}
-$GLANCEMAP split "$SAMPLE" --out splits
+.venv/bin/python experiments/sample_split.py "$SAMPLE" --out splits
 
 # Lite2: every method; costly ones on the first images only (stated in the table's n column)
 $GLANCEMAP evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \

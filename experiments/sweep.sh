@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains several explainer heads side by side on one GPU (each a background `glancemap train`), as in the
-# sweep of docs/results.md. Each line of VARIANTS is "NAME ptame-train-options..."; '#' lines are skipped.
-#   bash scripts/sweep.sh DATA OUT EPOCHS VARIANTS      e.g. bash scripts/sweep.sh splits/train.txt runs/sweep 48 scripts/sweep_lite2.txt
+# sweep of docs/experiments.md. Each line of VARIANTS is "NAME train-options..."; '#' lines are skipped.
+#   bash experiments/sweep.sh DATA OUT EPOCHS VARIANTS      e.g. bash experiments/sweep.sh splits/train.txt runs/sweep 48 experiments/sweep_lite2.txt
 # Then compare the heads on the same images:  glancemap evaluate ... --also NAME=OUT/NAME/explainer
 set -euo pipefail
 DATA=$1 OUT=$2 EPOCHS=$3 VARIANTS=$4
