@@ -1,0 +1,93 @@
+"""One call from explainer and image folders to a finished benchmark folder (``glancemap evaluate``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from ..explainer import explainer_dir, load_explainer, network_from_config, read_explainer_config
+from ..images import list_images
+from ..methods import METHODS, MethodContext, method_names
+from ..models import load_classifier
+from .scoring import MetricConfig
+from .stream import Run, plan_methods, run_evaluation
+from .tables import paired_differences, summarize, write_paired_table, write_tables
+
+DEFAULT_METHODS = "ptame,gradcam,gradcam++,layercam,eigencam,auxcam,gaussian,random"
+
+
+def evaluate(
+    data: Sequence[str],
+    out: str | os.PathLike | None = None,
+    methods: str = DEFAULT_METHODS,
+    explainer: str | os.PathLike = "default",
+    also: dict[str, str] | None = None,
+    backbone: str | None = None,
+    backbone_weights: str | None = None,
+    limit: int | None = None,
+    limit_for: dict[str, int] | None = None,
+    batch_size: int = 16,
+    extra_aux_sizes: Sequence[int] | None = None,
+    metrics: MetricConfig | None = None,
+    options: dict | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Scores ``methods`` (registered names, or ``"all"``) on the images of ``data`` and writes
+    ``results.jsonl``, ``run.json``, ``table.md``, ``table.csv`` and, with P-TAME among them,
+    ``paired.md`` into ``out`` (default ``runs/eval-<backbone>``). Returns ``out``.
+
+    The backbone is the explainer's unless ``backbone`` names another; ``also`` maps names to
+    further explainer folders for the same backbone, scored as ``ptame-<name>``; ``options``
+    holds method settings (``cam_batch_size``, ``rise_masks``, ``opticam_steps``).
+    """
+    names = method_names(methods)
+    directory = explainer_dir(explainer)
+    cfg = read_explainer_config(directory)
+    bb = load_classifier(
+        backbone or cfg["backbone"]["name"],
+        backbone_weights or (None if backbone else cfg["backbone"].get("weights")),
+        device=device,
+    ).freeze()
+    needs = {METHODS[n].needs for n in names}
+    ptame = None
+    if "explainer" in needs:
+        ptame = load_explainer(directory, backbone=bb, device=device)
+        if extra_aux_sizes is not None:
+            ptame = ptame.with_extra_aux_sizes(extra_aux_sizes)
+    auxiliary = (
+        ptame.auxiliary if ptame else (network_from_config(cfg, "auxiliary", device) if "auxiliary" in needs else None)
+    )
+    files = list_images(data)[:limit]
+    if not files:
+        raise ValueError("no images found in --data")
+    others = {}
+    for label, path in (also or {}).items():
+        same_aux = auxiliary is not None and read_explainer_config(path)["auxiliary"] == cfg["auxiliary"]
+        others[label] = load_explainer(path, backbone=bb, auxiliary=auxiliary if same_aux else None, device=device)
+    context = MethodContext(bb, ptame, auxiliary, dict(options or {}))
+    factories, identities = plan_methods(names, context, others)
+    unknown = sorted(set(limit_for or {}) - set(factories))
+    if unknown:
+        raise ValueError(f"--limit-for names methods that are not evaluated: {', '.join(unknown)}")
+    out = Path(out or f"runs/eval-{bb.name}")
+    run = Run(
+        out=out,
+        backbone=bb,
+        identity={"backbone": bb.describe() | {"weights": bb.weights_ref}},
+        config=metrics or MetricConfig(),
+        methods=identities,
+    )
+    log(
+        f"evaluating {', '.join(factories)} on {len(files)} images, backbone {bb.name} on {device}; "
+        f"per-image results stream to {run.results}"
+    )
+    run_evaluation(run, files, factories, limit_for, batch_size, progress=progress)
+    write_tables(summarize(run.results), out)
+    if "ptame" in factories:
+        write_paired_table(paired_differences(run.results, "ptame"), "ptame", out / "paired.md")
+    return out
