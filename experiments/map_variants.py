@@ -107,7 +107,7 @@ def compare_fills(backbone, images: torch.Tensor, targets: torch.Tensor, maps: t
     inpainting and by the two fills of our training removal terms."""
     fills = {
         "telea (ROAD)": telea_inpaint,
-        "inpaint (--rank-destroy)": lambda x, r: remove_regions(x, r[:, None].float(), "inpaint", 5.0),
+        "inpaint (rank_destroy)": lambda x, r: remove_regions(x, r[:, None].float(), "inpaint", 5.0),
         "blur (--destroy)": lambda x, r: remove_regions(x, r[:, None].float(), "blur", 5.0),
     }
     for fraction in (0.1, 0.3, 0.5):

@@ -8,6 +8,7 @@ from .explainer import (
     load_explainer,
     perturb,
 )
+from .methods import METHODS, Explainer, MethodContext, create_method, register_method
 from .models import Classifier, load_classifier, register_classifier
 from .version import __version__
 
@@ -17,6 +18,11 @@ __all__ = [
     "load_classifier",
     "register_classifier",
     "PTameExplainer",
+    "Explainer",
+    "METHODS",
+    "MethodContext",
+    "create_method",
+    "register_method",
     "load_explainer",
     "ExplainerMismatchError",
     "LossWeights",
