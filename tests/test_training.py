@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -92,17 +93,46 @@ def test_nan_loss_stops_with_clear_error(tmp_path, image_folder, monkeypatch):
             return (total * float("nan") if PoisonedLoss.calls == 3 else total), terms
 
     monkeypatch.setattr(trainer, "PTameLoss", PoisonedLoss)
-    with pytest.raises(TrainingDivergedError, match="loss became nan at step 2"):
+    # the third step's loss is NaN: numbered from 1, as in the log
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at step 3 .*last checkpoint is .*step 2, loss"):
         train(_config(tmp_path, image_folder, epochs=3), progress_bar=False)
-    # the last checkpoint is the good one from step 2
+    # the last checkpoint is the good one from step 2, with its loss and weights recorded finite
     _, meta = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
     assert meta["progress"]["step"] == 2
+    assert math.isfinite(meta["progress"]["loss"]) and math.isfinite(meta["progress"]["max_abs_weight"])
+    assert [r["step"] for r in _log(tmp_path / "run")] == [1, 2]
 
 
 def test_resume_refuses_other_settings(tmp_path, image_folder):
     train(_config(tmp_path, image_folder, max_steps=2), progress_bar=False)
-    with pytest.raises(ValueError, match="other settings.*lr"):
-        train(_config(tmp_path, image_folder, max_steps=4, lr=1e-3), resume=True, progress_bar=False)
+    with pytest.raises(ValueError, match="other settings.*batch_size"):
+        train(_config(tmp_path, image_folder, max_steps=4, batch_size=2), resume=True, progress_bar=False)
+
+
+def test_resume_may_lower_the_learning_rate_and_logs_it(tmp_path, image_folder, monkeypatch):
+    """The advice after a divergence (resume with a lower --lr) must be possible."""
+    import glancemap.training.trainer as trainer
+
+    real_step, calls = trainer.training_step, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("stopped after the step-2 checkpoint")
+        return real_step(*args)
+
+    monkeypatch.setattr(trainer, "training_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, image_folder, epochs=2), progress_bar=False)
+    monkeypatch.setattr(trainer, "training_step", real_step)
+    explainer = train(_config(tmp_path, image_folder, epochs=2, lr=1e-5), resume=True, progress_bar=False)
+    log = _log(tmp_path / "run")
+    assert [r["step"] for r in log if "event" not in r] == [1, 2, 3, 4, 5, 6]
+    (event,) = [r for r in log if r.get("event") == "resume"]
+    assert event["step"] == 2 and event["changed"] == {"lr": [1e-4, 1e-5]}
+    # the one-cycle schedule goes on at a tenth of the rate it had: every later step is below the new peak
+    assert max(r["lr"] for r in log if r["step"] > 2 and "event" not in r) <= 1e-5 + 1e-12
+    assert explainer.training_info["lr"] == 1e-5
 
 
 @pytest.mark.slow

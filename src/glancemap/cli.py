@@ -13,15 +13,43 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .checks import COUNT, COUNT_OR_ZERO, FRACTION, POSITIVE, SIDE, Range
+
 
 def _device(name: str) -> torch.device:
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def _checked(type_: Callable[[str], Any], rng: Range) -> Callable[[str], Any]:
+    """An argparse type that refuses values outside ``rng`` at parse time, saying the allowed range."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = type_(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {rng.describe()}, got {text!r}") from None
+        if not rng.allows(value):
+            raise argparse.ArgumentTypeError(f"must be {rng.describe()}, got {text}")
+        return value
+
+    return convert
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    """``"0.1,0.3"`` -> ``(0.1, 0.3)``, each strictly inside (0, 1)."""
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
+    if not all(FRACTION.allows(v) for v in values):
+        raise argparse.ArgumentTypeError(f"each must be {FRACTION.describe()}, got {text}")
+    return values
 
 
 def _flag(name: str) -> str:
@@ -40,6 +68,7 @@ def _add_field_flags(p: argparse.ArgumentParser, cls: type, keep_default: bool) 
             continue
         meta = dict(f.metadata)
         meta.pop("parse", None)
+        rng = meta.pop("range", None)
         kwargs: dict[str, Any] = {"help": meta.pop("help")} | meta
         if keep_default:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -51,6 +80,8 @@ def _add_field_flags(p: argparse.ArgumentParser, cls: type, keep_default: bool) 
         kwargs.setdefault("type", type(f.default) if isinstance(f.default, (int, float)) else None)
         if kwargs["type"] is None:
             kwargs.pop("type")
+        elif rng is not None:
+            kwargs["type"] = _checked(kwargs["type"], rng)
         p.add_argument(_flag(f.name), **kwargs)
         names.append(f.name)
     return names
@@ -75,7 +106,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         + ", ".join(LossWeights.EXPERIMENTAL)
         + "; e.g. rank_destroy=3 rank_fractions=0.2,0.4",
     )
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.safetensors")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    again.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -116,7 +149,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config(args)
     t0 = time.time()
-    explainer = train(config, resume=args.resume, progress_bar=not args.no_progress)
+    explainer = train(config, resume=args.resume, progress_bar=not args.no_progress, overwrite=args.overwrite)
     info = explainer.training_info
     print(
         f"trained {info['steps']} steps on {info['images']} images in {time.time() - t0:.0f}s "
@@ -128,7 +161,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _add_aux_sizes_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--extra-aux-sizes",
-        type=int,
+        type=_checked(int, SIDE),
         nargs="*",
         default=None,
         metavar="SIDE",
@@ -143,8 +176,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         "--explainer", default="default", help="explainer folder, or a shipped name (default, efficientnet_lite1)"
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--top-k", type=_checked(int, COUNT), default=3, help="classes explained per image")
+    p.add_argument("--batch-size", type=_checked(int, COUNT), default=16)
     p.add_argument("--device", default="auto")
     _add_aux_sizes_option(p)
 
@@ -173,6 +206,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .models import available_classifiers
     from .version import __version__
 
+    cfg = read_explainer_config(args.explainer)  # a bad folder is refused before anything is printed
     print(
         f"glancemap {__version__}, torch {torch.__version__}, "
         f"device {'cuda (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else 'cpu'}"
@@ -183,7 +217,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("methods:")
     for name, spec in METHODS.items():
         print(f"  {name:14s} {spec.label:20s} {spec.summary}")
-    cfg = read_explainer_config(args.explainer)
     print(f"explainer {args.explainer}:")
     print(
         f"  backbone   {cfg['backbone']['name']} ({cfg['backbone']['source']}), input {cfg['input_size']}, "
@@ -202,7 +235,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="explain scikit-image's sample photos with the shipped explainer")
     p.add_argument("--out", default="demo")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=_checked(int, COUNT), default=3)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -270,7 +303,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone-weights", default=None, help="local weights file, or 'random'")
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, or 'all': {','.join(METHODS)}")
     p.add_argument("--out", default=None, help="results folder (default: runs/eval-<backbone>)")
-    p.add_argument("--limit", type=int, default=None, help="first N images only")
+    p.add_argument("--limit", type=_checked(int, COUNT), default=None, help="first N images only")
     p.add_argument(
         "--limit-for",
         action="append",
@@ -278,14 +311,26 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         metavar="METHOD=N",
         help="first N images only for one method (repeatable), e.g. scorecam=10 for costly methods",
     )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--cam-batch-size", type=int, default=32, help="inner batch of Score-CAM/Ablation-CAM/RISE")
-    p.add_argument("--rise-masks", type=int, default=4000)
-    p.add_argument("--opticam-steps", type=int, default=100, help="Adam iterations per Opti-CAM map")
+    p.add_argument("--batch-size", type=_checked(int, COUNT), default=16)
+    p.add_argument(
+        "--cam-batch-size", type=_checked(int, COUNT), default=32, help="inner batch of Score-CAM/Ablation-CAM/RISE"
+    )
+    p.add_argument("--rise-masks", type=_checked(int, COUNT), default=4000)
+    p.add_argument("--opticam-steps", type=_checked(int, COUNT), default=100, help="Adam iterations per Opti-CAM map")
     _add_aux_sizes_option(p)
     p.add_argument("--imputation", default=d.imputation, choices=["telea", "linear"], help="ROAD fill")
-    p.add_argument("--road-fractions", default=",".join(map(str, d.road_fractions)), help="fractions removed")
-    p.add_argument("--deletion-steps", type=int, default=d.deletion_steps, help="0 skips deletion/insertion")
+    p.add_argument(
+        "--road-fractions",
+        type=_fractions,
+        default=d.road_fractions,
+        help="comma-separated fractions removed, each in (0, 1)",
+    )
+    p.add_argument(
+        "--deletion-steps",
+        type=_checked(int, COUNT_OR_ZERO),
+        default=d.deletion_steps,
+        help="0 skips deletion/insertion",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
 
@@ -294,7 +339,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import MetricConfig, evaluate
 
     metrics = MetricConfig(
-        road_fractions=tuple(float(x) for x in args.road_fractions.split(",")),
+        road_fractions=args.road_fractions,
         imputation=args.imputation,
         deletion_steps=args.deletion_steps,
     )
@@ -338,18 +383,23 @@ def _add_sanity(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--explainer", default="default", help="names the backbone and auxiliary")
     p.add_argument("--methods", default="ptame,gradcam,gradcam++,auxcam")
-    p.add_argument("--images", type=int, default=16, help="first N images of --data")
+    p.add_argument("--images", type=_checked(int, COUNT), default=16, help="first N images of --data")
     p.add_argument(
         "--max-stages",
-        type=int,
+        type=_checked(int, COUNT_OR_ZERO),
         default=6,
         help="randomise block by block for this many stages, the last one taking all the rest",
     )
-    p.add_argument("--ptame-steps", type=int, default=60, help="head training steps per backbone, stage 0 included")
-    p.add_argument("--ptame-batch-size", type=int, default=16)
+    p.add_argument(
+        "--ptame-steps",
+        type=_checked(int, COUNT),
+        default=60,
+        help="head training steps per backbone, stage 0 included",
+    )
+    p.add_argument("--ptame-batch-size", type=_checked(int, COUNT), default=16)
     p.add_argument(
         "--lr",
-        type=float,
+        type=_checked(float, POSITIVE),
         default=None,
         help="P-TAME retraining learning rate (default: the explainer's own; its head, loss and init "
         "are always the explainer's own)",
@@ -405,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import a Python module first (e.g. one that calls glancemap.register_classifier)",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         add(sub)
@@ -422,8 +473,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for module in args.imports:
                 importlib.import_module(module)
         return COMMANDS[args.command][1](args)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
-        print(f"glancemap {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"glancemap {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a message, not a traceback; --debug shows the traceback
+        if args.debug:
+            raise
+        expected = isinstance(exc, (ValueError, OSError, ImportError, RuntimeError))
+        what = str(exc) if expected else f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        print(f"glancemap {args.command}: error: {what}", file=sys.stderr)
         return 2
 
 

@@ -22,7 +22,9 @@ def explain_files(files: Sequence[Path], explainer, out: Path, top_k: int, batch
     bad = BadFileLog()
     summary: dict[str, dict] = {}
     used: set[str] = set()
-    k = min(top_k, explainer.num_classes)
+    k = explainer.num_classes
+    if not 1 <= top_k <= k:
+        raise ValueError(f"top_k must be an integer >= 1 and <= the explainer's {k} classes, got {top_k}")
     for start in range(0, len(files), batch_size):
         chunk, tensors = [], []
         for f in files[start : start + batch_size]:
@@ -34,7 +36,7 @@ def explain_files(files: Sequence[Path], explainer, out: Path, top_k: int, batch
         if not chunk:
             continue
         images = torch.stack(tensors).to(explainer.device)
-        result = explainer.predict_and_explain(images, top_k=k)
+        result = explainer.predict_and_explain(images, top_k=top_k)
         for i, f in enumerate(chunk):
             stem = f.stem
             n = 1

@@ -50,16 +50,34 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Reads and fully decodes an image as RGB; raises :class:`BadImageError` with the reason."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
-            out = to_rgb(img)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                if getattr(img, "n_frames", 1) > 1:
+                    img.seek(0)
+                out = to_rgb(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise BadImageError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    for w in caught:  # Pillow's own message does not say which file
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            warnings.warn(f"{path}: {w.message}", Image.DecompressionBombWarning, stacklevel=2)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if min(out.size) < 1:
         raise BadImageError(f"{path}: empty image")
     return out
+
+
+def _candidate(path: Path) -> bool:
+    """Whether a folder entry is offered to the loader: every file, and anything else that is not a plain
+    folder (a broken or looping link) or is named like an image (a folder called ``x.jpg``), so
+    that it is reported and counted as unreadable rather than dropped without a word."""
+    if path.is_file():
+        return True
+    if path.is_dir():
+        return path.suffix.lower() in IMAGE_SUFFIXES
+    return path.is_symlink()
 
 
 def list_images(inputs: Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:
@@ -74,7 +92,7 @@ def list_images(inputs: Iterable[str | os.PathLike], recursive: bool = True) -> 
         if p.is_dir():
             walker = p.rglob("*") if recursive else p.glob("*")
             files.extend(
-                f for f in walker if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                f for f in walker if _candidate(f) and not any(part.startswith(".") for part in f.relative_to(p).parts)
             )
         elif p.is_file() and p.suffix == ".txt" and p.suffix.lower() not in IMAGE_SUFFIXES:
             base = p.parent

@@ -14,7 +14,7 @@ from ..methods import METHODS, MethodContext, method_names
 from ..models import load_classifier
 from .scoring import MetricConfig
 from .stream import Run, plan_methods, run_evaluation
-from .tables import paired_differences, summarize, write_paired_table, write_tables
+from .tables import paired_differences, read_results, summarize, write_paired_table, write_tables
 
 DEFAULT_METHODS = "ptame,gradcam,gradcam++,layercam,eigencam,auxcam,gaussian,random"
 
@@ -87,6 +87,9 @@ def evaluate(
         f"per-image results stream to {run.results}"
     )
     run_evaluation(run, files, factories, limit_for, batch_size, progress=progress)
+    scored = {f for by_file in read_results(run.results).values() for f in by_file}
+    if not scored & {str(f) for f in files}:
+        raise ValueError(f"none of the {len(files)} image(s) could be read, so nothing was scored")
     write_tables(summarize(run.results), out)
     if "ptame" in factories:
         write_paired_table(paired_differences(run.results, "ptame"), "ptame", out / "paired.md")

@@ -14,6 +14,7 @@ import torch
 from ..images import BadFileLog, BadImageError, load_image
 from ..methods import METHODS, MethodContext, create_method, explainer_identity
 from .scoring import MetricConfig, score_batch
+from .tables import result_records
 
 
 class EvaluationMismatchError(RuntimeError):
@@ -49,12 +50,11 @@ def _read_done(path: Path) -> set[tuple[str, str]]:
         raw = raw[: raw.rfind(b"\n") + 1]
         with open(path, "r+b") as fh:
             fh.truncate(len(raw))
-    done = set()
-    for line in raw.decode().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            done.add((rec["method"], rec["file"]))
-    return done
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text; delete it or use another --out") from None
+    return {(rec["method"], rec["file"]) for rec in result_records(path, text)}
 
 
 @dataclass

@@ -29,13 +29,31 @@ COST_COLUMNS = ("sec/map", "backbone forward/map", "backbone backward/map", "aux
 BETTER = {"AD@100": "lower", "AD@50": "lower", "AD@15": "lower", "ROAD MoRF": "lower", "deletion": "lower"}
 
 
+def result_records(results: Path, text: str | None = None) -> list[dict]:
+    """The records of a results JSONL (``text``: its content, if already read), refusing a line that
+    is not one with a message naming the file and the line."""
+    text = Path(results).read_text() if text is None else text
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{results} line {number} is not JSON ({exc}); delete that line or the folder") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("method"), str) or not isinstance(rec.get("file"), str):
+            raise ValueError(
+                f"{results} line {number} is not a result record (no method and file); delete that line or the folder"
+            )
+        records.append(rec)
+    return records
+
+
 def read_results(results: Path) -> dict[str, dict[str, dict]]:
     """``{method: {file: record}}`` from a results JSONL, methods in first-seen order."""
     per_method: dict[str, dict[str, dict]] = {}
-    for line in Path(results).read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            per_method.setdefault(rec["method"], {})[rec["file"]] = rec
+    for rec in result_records(results):
+        per_method.setdefault(rec["method"], {})[rec["file"]] = rec
     return per_method
 
 

@@ -203,8 +203,10 @@ class PTameExplainer(nn.Module, Explainer):
         return {
             "format": FORMAT,
             "glancemap_version": __version__,
-            "backbone": self.backbone.describe() | {"weights": getattr(self.backbone, "weights_ref", None)},
-            "auxiliary": self.auxiliary.describe() | {"weights": getattr(self.auxiliary, "weights_ref", None)},
+            "backbone": self.backbone.describe()
+            | {"weights": getattr(self.backbone, "weights_ref", None), "fingerprint": self.backbone.fingerprint()},
+            "auxiliary": self.auxiliary.describe()
+            | {"weights": getattr(self.auxiliary, "weights_ref", None), "fingerprint": self.auxiliary.fingerprint()},
             "layers": self.layers,
             "aux_input_size": list(self.features.input_size),
             "extra_aux_sizes": [list(s) for s in self.extra_aux_sizes],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
+
+from ..checks import NON_NEGATIVE, POSITIVE
 
 
 @dataclass(frozen=True)
@@ -19,16 +21,21 @@ class LossWeights:
     & Gal's real-time saliency objective; P-TAME's CE term is the "preserver".
     """
 
-    ce: float = field(default=1.5, metadata={"help": "weight of the cross-entropy (keep the class) term"})
-    area: float = field(default=2.0, metadata={"help": "weight of the area term"})
-    tv: float = field(default=0.01, metadata={"help": "weight of the smoothness (total variation) term"})
-    p_area: float = field(default=0.3, metadata={"help": "exponent of the area term"})
-    beta: float = field(default=0.3, metadata={"help": "weight of the border in the TV term"})
+    ce: float = field(
+        default=1.5, metadata={"help": "weight of the cross-entropy (keep the class) term", "range": NON_NEGATIVE}
+    )
+    area: float = field(default=2.0, metadata={"help": "weight of the area term", "range": NON_NEGATIVE})
+    tv: float = field(
+        default=0.01, metadata={"help": "weight of the smoothness (total variation) term", "range": NON_NEGATIVE}
+    )
+    p_area: float = field(default=0.3, metadata={"help": "exponent of the area term", "range": POSITIVE})
+    beta: float = field(default=0.3, metadata={"help": "weight of the border in the TV term", "range": NON_NEGATIVE})
     area_eps: float = 0.0005
     destroy: float = field(
         default=0.0,
         metadata={
-            "help": "weight of our removal term: the map's region blurred away must lose the class (0: the paper's)"
+            "help": "weight of our removal term: the map's region blurred away must lose the class (0: the paper's)",
+            "range": NON_NEGATIVE,
         },
     )
     destroy_sigma: float = 5.0  # pixels: the blur that removes the region, and the finest scale of the inpaint fill
@@ -41,6 +48,12 @@ class LossWeights:
     EXPERIMENTAL = ("rank_destroy", "rank_fractions")
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            if "range" in f.metadata:
+                f.metadata["range"].check(f.name, getattr(self, f.name))
+        NON_NEGATIVE.check("area_eps", self.area_eps)
+        POSITIVE.check("destroy_sigma", self.destroy_sigma)
+        NON_NEGATIVE.check("rank_destroy", self.rank_destroy)
         lo, hi = (float(v) for v in self.rank_fractions)
         if not 0.0 < lo <= hi < 1.0:
             raise ValueError(f"rank_fractions must satisfy 0 < lo <= hi < 1, got {self.rank_fractions}")

@@ -49,15 +49,48 @@ def read_explainer_config(path: str | os.PathLike) -> dict[str, Any]:
             "train one with 'glancemap train' or use 'default'"
         )
     try:
-        cfg = json.loads(cfg_path.read_text())
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{cfg_path} is not UTF-8 text, so not an explainer config") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_path} holds a JSON {type(cfg).__name__}, not an explainer config")
     if cfg.get("format") in LEGACY_FORMATS:
         cfg["format"] = FORMAT
         cfg.setdefault("glancemap_version", cfg.pop("ptame_version", None))
     if cfg.get("format") != FORMAT:
         raise ValueError(f"{cfg_path}: unknown format {cfg.get('format')!r} (expected {FORMAT!r})")
+    problem = _config_problem(cfg)
+    if problem:
+        raise ValueError(f"{cfg_path} is not a valid explainer config: {problem}")
     return cfg
+
+
+def _is_ints(value: Any, n: int | None = None) -> bool:
+    return isinstance(value, list) and (n is None or len(value) == n) and all(isinstance(v, int) for v in value)
+
+
+def _config_problem(cfg: dict) -> str | None:
+    """What is wrong with a parsed config's shape (None if nothing)."""
+    for role in ("backbone", "auxiliary"):
+        spec = cfg.get(role)
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            return f"'{role}' must be an object with a 'name'"
+        if not isinstance(spec.get("num_classes"), int):
+            return f"'{role}.num_classes' must be an integer"
+    checks = {
+        "layers": isinstance(cfg.get("layers"), list) and all(isinstance(v, str) for v in cfg.get("layers", [])),
+        "aux_input_size": _is_ints(cfg.get("aux_input_size"), 2),
+        "input_size": _is_ints(cfg.get("input_size"), 2),
+        "num_classes": isinstance(cfg.get("num_classes"), int) and cfg.get("num_classes", 0) > 0,
+        "feature_channels": _is_ints(cfg.get("feature_channels")),
+        "extra_aux_sizes": all(_is_ints(s, 2) for s in cfg.get("extra_aux_sizes", [])),
+        "class_names": isinstance(cfg.get("class_names", []), list),
+        "training": isinstance(cfg.get("training", {}), dict),
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    return f"missing or malformed {', '.join(bad)}" if bad else None
 
 
 def _check_model(role: str, expected: dict, got: Classifier) -> None:
@@ -70,6 +103,13 @@ def _check_model(role: str, expected: dict, got: Classifier) -> None:
         raise ExplainerMismatchError(
             f"this explainer's {role} {expected['name']!r} had {expected['num_classes']} classes, "
             f"the given one has {got.num_classes}"
+        )
+    # configs written before fingerprints were recorded carry none: nothing to compare
+    if expected.get("fingerprint") and got.fingerprint() != expected["fingerprint"]:
+        raise ExplainerMismatchError(
+            f"this explainer was trained for {role} {expected['name']!r} with other weights (fingerprint "
+            f"{expected['fingerprint']}, the given network's is {got.fingerprint()}); its maps would not "
+            f"explain this network: train one for it with 'glancemap train'"
         )
 
 

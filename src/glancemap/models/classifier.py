@@ -7,6 +7,8 @@ its preprocessing and its class names, so the rest of glancemap never has to.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
 import os
 from collections.abc import Callable, Sequence
@@ -161,6 +163,16 @@ class Classifier(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
         return self.eval()
+
+    def fingerprint(self) -> str:
+        """A hash of every tensor in the network's state (names, dtypes, shapes and values): two
+        classifiers with the same fingerprint compute the same function. 16 hex digits."""
+        h = hashlib.sha256()
+        for name, t in sorted(self.model.state_dict().items()):
+            t = t.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def describe(self) -> dict:
         return {
@@ -335,7 +347,8 @@ def load_classifier(
             ``torchvision:<name>``, or a bare name: torchvision's classification models
             win (the paper's VGG-16, ResNet-50, ViT-B/16 are torchvision's), then timm's.
         weights: ``None`` for the model's default pretrained weights (downloads for
-            timm/torchvision), ``"random"`` for random initialisation, or a local
+            timm/torchvision), ``"random"`` for random initialisation (from a fixed seed: the same
+            network every time), or a local
             ``.safetensors``/``.pth`` state_dict (torch files load with ``weights_only=True``).
         num_classes: override the class count (for a local fine-tuned file).
         device: where to put the model.
@@ -349,11 +362,14 @@ def load_classifier(
         clf = _REGISTRY[name](weights)
         clf.name, clf.source = name, "registered"
     elif source == "" and arch in _LITE_PACKAGES:
-        clf = _lite_classifier(arch, weights, num_classes)
+        with _seeded(weights):
+            clf = _lite_classifier(arch, weights, num_classes)
     elif source in ("", "torchvision") and _is_torchvision_model(arch):
-        clf = _torchvision_classifier(arch, weights, name, num_classes)
+        with _seeded(weights):
+            clf = _torchvision_classifier(arch, weights, name, num_classes)
     elif source in ("", "timm") and _is_timm_model(arch):
-        clf = _timm_classifier(arch, weights, name, num_classes)
+        with _seeded(weights):
+            clf = _timm_classifier(arch, weights, name, num_classes)
     else:
         raise ValueError(
             f"unknown classifier {name!r}: use efficientnet_lite0/1/2, a torchvision "
@@ -366,6 +382,17 @@ def load_classifier(
     if device is not None:
         clf.to(device)
     return clf
+
+
+def _seeded(weights: str | None):
+    """``"random"`` weights are drawn from a fixed seed, without touching the caller's random state, so
+    the same name always gives the same network (an explainer trained on it can be reloaded)."""
+    if weights != RANDOM_WEIGHTS:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=[]))
+    torch.manual_seed(0)
+    return stack
 
 
 def _is_torchvision_model(arch: str) -> bool:

@@ -99,6 +99,63 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         tensors = load_file(str(path))
     except Exception as exc:
         raise ValueError(f"checkpoint {path} is unreadable ({exc}); delete it to start over") from exc
-    return tensors, {
-        k: (json.loads(v) if k not in ("glancemap_version", "ptame_version") else v) for k, v in meta.items()
-    }
+    missing = [k for k in ("progress", "optimizer", "scheduler", "config") if k not in meta]
+    if missing:
+        raise ValueError(
+            f"{path} is not a glancemap checkpoint (no {', '.join(missing)} metadata); delete it to start over"
+        )
+    try:
+        return tensors, {
+            k: (json.loads(v) if k not in ("glancemap_version", "ptame_version") else v) for k, v in meta.items()
+        }
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: its metadata is not valid JSON ({exc}); delete it to start over") from None
+
+
+def max_abs_weight(head: torch.nn.Module) -> float:
+    """The largest absolute value among the head's floating-point tensors (inf or nan if any is)."""
+    largest = 0.0
+    for t in head.state_dict().values():
+        if t.is_floating_point() and t.numel():
+            if not torch.isfinite(t).all():
+                return float("nan")
+            largest = max(largest, t.abs().max().item())
+    return largest
+
+
+def checkpoint_advice(path: Path) -> str:
+    """What a diverged run can do next, judged from its last checkpoint (written only when its loss and
+    weights were finite)."""
+    if not path.exists():
+        return "no checkpoint was written yet: start again with a lower --lr"
+    try:
+        progress = load_checkpoint(path)[1].get("progress", {})
+    except ValueError:
+        return f"the checkpoint {path} is unreadable: start again with a lower --lr (--overwrite)"
+    where = f"the last checkpoint is {path} (step {progress.get('step', '?')}"
+    if "loss" in progress:
+        where += f", loss {progress['loss']:.4g}, largest weight {progress['max_abs_weight']:.3g}"
+    where += ")"
+    if progress.get("max_abs_weight", 0.0) > 1e4:  # a head starting from a CAM has weights of order 1
+        return f"{where}, but its weights have grown large, so it may be diverging too: start again with a lower --lr"
+    return f"{where}: continue from it with --resume and a lower --lr, or check the images"
+
+
+def apply_optimizer_changes(optimizer, saved: dict, mine: dict, defaults: dict) -> dict[str, list]:
+    """Applies a resumed run's new learning rate or weight decay (``TrainConfig.RESUMABLE``) to the
+    restored optimizer and one-cycle schedule; returns ``{field: [old, new]}`` for each change."""
+    changed = {}
+    old_lr, new_lr = saved.get("lr", defaults["lr"]), mine["lr"]
+    if old_lr != new_lr:
+        factor = new_lr / old_lr
+        for group in optimizer.param_groups:  # the schedule reads these each step
+            for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] *= factor
+        changed["lr"] = [old_lr, new_lr]
+    old_wd, new_wd = saved.get("weight_decay", defaults["weight_decay"]), mine["weight_decay"]
+    if old_wd != new_wd and new_wd is not None:
+        for group in optimizer.param_groups:
+            group["weight_decay"] = new_wd
+        changed["weight_decay"] = [old_wd, new_wd]
+    return changed

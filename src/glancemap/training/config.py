@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ..checks import COUNT, COUNT_OR_ZERO, NON_NEGATIVE, POSITIVE, SIDE, Range
 from ..explainer import LossWeights
 
 
@@ -59,7 +60,11 @@ class TrainConfig:
         type=str,
     )
     aux_input_size: list[int] | None = option(
-        None, "side the auxiliary sees (default: its own input size)", type=int, parse=lambda v: [v, v] if v else None
+        None,
+        "side the auxiliary sees (default: its own input size)",
+        type=int,
+        parse=lambda v: [v, v] if v else None,
+        range=SIDE,
     )
     extra_aux_sizes: list[int] = option(
         help="multi-scale inference: also run the auxiliary at these sides and average the maps (saved in the "
@@ -68,6 +73,7 @@ class TrainConfig:
         type=int,
         nargs="+",
         metavar="SIDE",
+        range=SIDE,
     )
     train_aux_sides: list[int] = option(
         help="scale augmentation: each step runs the auxiliary at one of these sides, drawn at random, so the head "
@@ -76,10 +82,13 @@ class TrainConfig:
         type=int,
         nargs="+",
         metavar="SIDE",
+        range=SIDE,
     )
     preset: str = option("default", "loss weights and weight decay", choices=sorted(PRESETS))
     loss: dict[str, float | str] = field(default_factory=dict)  # overrides of the preset's weights
-    weight_decay: float | None = option(None, "AdamW weight decay (default: the preset's)", type=float)
+    weight_decay: float | None = option(
+        None, "AdamW weight decay (default: the preset's)", type=float, range=NON_NEGATIVE
+    )
     init: str = option(
         "aux-cam",
         "aux-cam: start from the auxiliary's calibrated CAM (ours); paper: default init",
@@ -95,28 +104,50 @@ class TrainConfig:
     )
     head_bias: bool | None = None  # None: with aux-cam (the calibration needs an offset), not with paper
     cam_keep: float = 0.4  # aux-cam calibration: fraction of pixels the initial sigmoid maps keep above 0.5
-    epochs: int = option(1, "passes over the images", type=int)
-    batch_size: int = option(32, "images per step (per process)", type=int)
-    lr: float = option(1e-4, "peak learning rate of the one-cycle schedule", type=float)
+    epochs: int = option(1, "passes over the images", type=int, range=COUNT)
+    batch_size: int = option(32, "images per step (per process)", type=int, range=COUNT)
+    lr: float = option(1e-4, "peak learning rate of the one-cycle schedule", type=float, range=POSITIVE)
     crop_scale: tuple[float, float] = option(
-        (0.25, 1.0), "RandomResizedCrop's area range", type=float, nargs=2, metavar=("MIN", "MAX"), parse=tuple
+        (0.25, 1.0),
+        "RandomResizedCrop's area range",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        parse=tuple,
+        range=Range(above=0, maximum=1),
     )
-    max_steps: int | None = option(None, "stop after this many steps", type=int)
-    checkpoint_every: int = option(50, "steps between atomic checkpoints", type=int)
-    workers: int = option(1, "image-loading processes (0: load in the training process)", type=int)
+    max_steps: int | None = option(
+        None, "stop after this many steps (0: save the untrained start)", type=int, range=COUNT_OR_ZERO
+    )
+    checkpoint_every: int = option(50, "steps between atomic checkpoints", type=int, range=COUNT)
+    workers: int = option(1, "image-loading processes (0: load in the training process)", type=int, range=COUNT_OR_ZERO)
     seed: int = option(0, "seed of the crops, the order and the auxiliary sides", type=int)
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     command: str | None = None  # the command line, recorded in the explainer's config
 
+    def validate(self) -> None:
+        """Refuses out-of-range numbers (ValueError naming the field and the allowed range)."""
+        for f in fields(self):
+            if "range" in f.metadata:
+                f.metadata["range"].check(f.name, getattr(self, f.name))
+        if self.crop_scale[0] > self.crop_scale[1]:
+            raise ValueError(f"crop_scale must be (MIN, MAX) with MIN <= MAX, got {self.crop_scale}")
+        self.loss_weights()  # unknown presets and loss fields, out-of-range weights
+
     def loss_weights(self) -> LossWeights:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        unknown = sorted(set(self.loss) - {f.name for f in fields(LossWeights)})
+        if unknown:
+            raise ValueError(f"unknown loss weight(s) {', '.join(unknown)}")
         return replace(PRESETS[self.preset].loss, **self.loss)
 
     def resolved_weight_decay(self) -> float:
         return PRESETS[self.preset].weight_decay if self.weight_decay is None else self.weight_decay
 
-    # fields that must agree between a checkpoint and a resumed run
+    # fields that must agree between a checkpoint and a resumed run (the optimiser settings in
+    # RESUMABLE may change on resume: they change how fast the head moves, not what it learns from)
+    RESUMABLE = ("lr", "weight_decay")
     IDENTITY = (
         "backbone",
         "backbone_weights",
@@ -127,14 +158,12 @@ class TrainConfig:
         "train_aux_sides",
         "preset",
         "loss",
-        "weight_decay",
         "init",
         "init_from",
         "head",
         "head_bias",
         "epochs",
         "batch_size",
-        "lr",
         "seed",
     )
 

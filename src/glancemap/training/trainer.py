@@ -26,10 +26,21 @@ from ..explainer import PTameExplainer, PTameLoss
 from ..explainer.perturbation import perturb, remove_regions, top_fraction_mask
 from ..images import BadFileLog, ImageFiles, collate_skip_none, list_images, scan_images
 from ..models import Classifier
-from .checkpoint import CHECKPOINT_NAME, LOG_NAME, load_checkpoint, save_checkpoint, trim_log, unflatten_optimizer
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    apply_optimizer_changes,
+    checkpoint_advice,
+    load_checkpoint,
+    max_abs_weight,
+    save_checkpoint,
+    trim_log,
+    unflatten_optimizer,
+)
 from .config import TrainConfig, TrainingDivergedError
 from .distributed import ResumableDistributedSampler, resolve_device, setup_distributed
 from .init import build_explainer
+from .outdir import claim_folder, data_fingerprint
 
 
 def step_aux_size(config: TrainConfig, step: int) -> tuple[int, int] | None:
@@ -80,20 +91,32 @@ def training_step(
 
 
 def train(
-    config: TrainConfig, resume: bool = False, progress_bar: bool = True, backbone: Classifier | None = None
+    config: TrainConfig,
+    resume: bool = False,
+    progress_bar: bool = True,
+    backbone: Classifier | None = None,
+    overwrite: bool = False,
 ) -> PTameExplainer:
     """Trains a P-TAME head and saves the explainer to ``<out>/explainer``. Returns it (on every rank).
 
     ``backbone`` replaces the one ``config.backbone`` names (e.g. a randomised
     copy for the sanity check); its name must still match the config's.
+    A folder that holds another run's results is refused unless ``resume``
+    continues that run or ``overwrite`` replaces it; a second run into a folder
+    in use is refused (see :mod:`glancemap.training.outdir`).
     """
+    config.validate()
     if backbone is not None and backbone.name != config.backbone:
         raise ValueError(f"backbone {backbone.name!r} does not match config.backbone {config.backbone!r}")
-    start_wall = time.time()
     device = resolve_device(config.device)
     env = setup_distributed(device)
+    with claim_folder(Path(config.out), resume, overwrite, env.is_main):
+        return _train(config, resume, progress_bar, backbone, device, env)
+
+
+def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Classifier | None, device, env):
+    start_wall = time.time()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
     torch.manual_seed(config.seed)
 
@@ -106,6 +129,7 @@ def train(
         raise ValueError(f"no readable images in {config.data}")
     if env.is_main and bad.count:
         print(f"glancemap: skipped {bad.count} unreadable file(s) of {len(files) + bad.count}", file=sys.stderr)
+    data = data_fingerprint(files)
     explainer = build_explainer(config, device, files, backbone=backbone.to(device) if backbone is not None else None)
     dataset = ImageFiles(files, explainer.backbone.preprocessing.train_transform(tuple(config.crop_scale)))  # type: ignore[arg-type]
     sampler = ResumableDistributedSampler(
@@ -133,19 +157,41 @@ def train(
                 f"--resume: checkpoint {ckpt_path} was made with other settings ({', '.join(diff)}: "
                 f"{[saved.get(k) for k in diff]} vs {[mine.get(k) for k in diff]})"
             )
+        progress = meta["progress"]
+        if "data" in progress and progress["data"] != data:
+            raise ValueError(
+                f"--resume: checkpoint {ckpt_path} was trained on {progress['data']['images']} other image(s) "
+                f"(fingerprint {progress['data']['sha256']}); these {data['images']} differ "
+                f"({data['sha256']}). Resume with the same data, or train into another --out"
+            )
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
         scheduler.load_state_dict(meta["scheduler"])
-        step = int(meta["progress"]["step"])
+        step = int(progress["step"])
+        if total_steps > scheduler.total_steps:  # --max-steps may stop a run early, not stretch its schedule
+            raise ValueError(
+                f"--resume: checkpoint {ckpt_path} has a learning-rate schedule of {scheduler.total_steps} steps "
+                f"(its run had --max-steps {saved.get('max_steps')}); it cannot go on to step {total_steps}"
+            )
+        changed = apply_optimizer_changes(optimizer, saved, mine, defaults)
         if env.is_main:
             dropped = trim_log(out / LOG_NAME, step)
+            if changed:
+                with open(out / LOG_NAME, "a") as fh:
+                    fh.write(json.dumps({"step": step, "event": "resume", "changed": changed}) + "\n")
             print(
                 f"glancemap: resumed from {ckpt_path} at step {step}/{total_steps}"
-                + (f"; dropped {dropped} log lines past the checkpoint" if dropped else ""),
+                + (f"; dropped {dropped} log lines past the checkpoint" if dropped else "")
+                + "".join(f"; {k} {old} -> {new}" for k, (old, new) in changed.items()),
                 file=sys.stderr,
             )
     elif resume and env.is_main:
-        print(f"glancemap: --resume given but no checkpoint in {out}; starting fresh", file=sys.stderr)
+        dropped = trim_log(out / LOG_NAME, 0)  # steps of a run killed before its first checkpoint
+        print(
+            f"glancemap: --resume given but no checkpoint in {out} yet; starting at step 0"
+            + (f" (dropped {dropped} log lines of the interrupted run)" if dropped else ""),
+            file=sys.stderr,
+        )
 
     model: torch.nn.Module = head
     if env.enabled:
@@ -185,11 +231,9 @@ def train(
                 images = batch[0].to(device, non_blocking=True)
                 loss, terms = training_step(explainer, model, images, loss_fn, step_aux_size(config, step))
                 if not torch.isfinite(loss):
+                    terms_text = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
                     raise TrainingDivergedError(
-                        f"loss became {loss.item()} at step {step} ("
-                        + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-                        + f"); the last good checkpoint is {ckpt_path if ckpt_path.exists() else 'none'}. "
-                        "Lower --lr or check the images."
+                        f"loss became {loss.item()} at step {step + 1} ({terms_text}); {checkpoint_advice(ckpt_path)}"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -220,7 +264,13 @@ def train(
                             mask=f"{last_terms['mask_mean']:.2f}",
                         )
                     if step % config.checkpoint_every == 0 or step == total_steps:
-                        save_checkpoint(ckpt_path, head, optimizer, scheduler, {"step": step}, config)
+                        largest = max_abs_weight(head)
+                        if not math.isfinite(largest):
+                            raise TrainingDivergedError(
+                                f"the head's weights became non-finite at step {step}; {checkpoint_advice(ckpt_path)}"
+                            )
+                        progress = {"step": step, "data": data, "loss": last_terms["loss"], "max_abs_weight": largest}
+                        save_checkpoint(ckpt_path, head, optimizer, scheduler, progress, config)
     finally:
         if bar is not None:
             bar.close()
