@@ -17,7 +17,6 @@ DEMO_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field")
 
 def explain_files(files: Sequence[Path], explainer, out: Path, top_k: int, batch_size: int) -> dict:
     """Writes ``<stem>.png`` (overlays of the top-k classes) and ``<stem>.npy`` ``(k,H,W)`` per readable file."""
-    out.mkdir(parents=True, exist_ok=True)
     transform = explainer.backbone.preprocessing.eval_transform()
     bad = BadFileLog()
     summary: dict[str, dict] = {}
@@ -25,6 +24,7 @@ def explain_files(files: Sequence[Path], explainer, out: Path, top_k: int, batch
     k = explainer.num_classes
     if not 1 <= top_k <= k:
         raise ValueError(f"top_k must be an integer >= 1 and <= the explainer's {k} classes, got {top_k}")
+    out.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(files), batch_size):
         chunk, tensors = [], []
         for f in files[start : start + batch_size]:
