@@ -18,7 +18,7 @@ from glancemap.training import TrainConfig, TrainingDivergedError, train
 from glancemap.training.outdir import claim_folder
 
 from .conftest import TINY_AUX, TINY_BACKBONE, write_images
-from .test_training import TINY, _config, _log
+from .test_training import TINY, _config, _log, interrupted_run
 
 
 @pytest.fixture()
@@ -75,22 +75,9 @@ def test_the_lock_of_a_killed_run_does_not_block_the_next(tmp_path, image_folder
 
 
 def test_resume_before_the_first_checkpoint_starts_a_clean_log(tmp_path, image_folder, monkeypatch):
-    import glancemap.training.trainer as trainer
-
-    real_step, calls = trainer.training_step, []
-
-    def interrupted(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed before the first checkpoint")
-        return real_step(*args)
-
-    monkeypatch.setattr(trainer, "training_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(_config(tmp_path, image_folder, checkpoint_every=5), progress_bar=False)
+    interrupted_run(monkeypatch, _config(tmp_path, image_folder, checkpoint_every=5), after_steps=2)
     assert [r["step"] for r in _log(tmp_path / "run")] == [1, 2]
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
-    monkeypatch.setattr(trainer, "training_step", real_step)
     train(_config(tmp_path, image_folder, checkpoint_every=5), resume=True, progress_bar=False)
     assert [r["step"] for r in _log(tmp_path / "run")] == [1, 2, 3]  # not 1, 2, 1, 2, 3
 

@@ -48,6 +48,24 @@ def _config(tmp_path, images, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def interrupted_run(monkeypatch, config: TrainConfig, after_steps: int) -> None:
+    """Trains ``config`` until ``after_steps`` steps are done, then stops it as a kill would."""
+    import glancemap.training.trainer as trainer
+
+    real_step, calls = trainer.training_step, []
+
+    def stopping(*args):
+        calls.append(1)
+        if len(calls) > after_steps:
+            raise KeyboardInterrupt(f"stopped after step {after_steps}")
+        return real_step(*args)
+
+    monkeypatch.setattr(trainer, "training_step", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, progress_bar=False)
+    monkeypatch.setattr(trainer, "training_step", real_step)
+
+
 def _log(out: Path) -> list[dict]:
     path = out / "train_log.jsonl"
     if not path.exists():
@@ -111,20 +129,7 @@ def test_resume_refuses_other_settings(tmp_path, image_folder):
 
 def test_resume_may_lower_the_learning_rate_and_logs_it(tmp_path, image_folder, monkeypatch):
     """The advice after a divergence (resume with a lower --lr) must be possible."""
-    import glancemap.training.trainer as trainer
-
-    real_step, calls = trainer.training_step, []
-
-    def interrupted(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("stopped after the step-2 checkpoint")
-        return real_step(*args)
-
-    monkeypatch.setattr(trainer, "training_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(_config(tmp_path, image_folder, epochs=2), progress_bar=False)
-    monkeypatch.setattr(trainer, "training_step", real_step)
+    interrupted_run(monkeypatch, _config(tmp_path, image_folder, epochs=2), after_steps=2)
     explainer = train(_config(tmp_path, image_folder, epochs=2, lr=1e-5), resume=True, progress_bar=False)
     log = _log(tmp_path / "run")
     assert [r["step"] for r in log if "event" not in r] == [1, 2, 3, 4, 5, 6]
