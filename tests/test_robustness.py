@@ -202,6 +202,9 @@ def test_junk_weights_and_checkpoints_are_named(tmp_path, fresh_explainer, image
     (tmp_path / "e" / "head.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{junk}...")
     with pytest.raises(ValueError, match=r"cannot read .*head\.safetensors"):
         load_explainer(tmp_path / "e")
+    (tmp_path / "w.safetensors").write_bytes(b"junkjunkjunk")
+    with pytest.raises(ValueError, match=r"could not read weights from .*w\.safetensors"):
+        load_classifier(TINY_BACKBONE, tmp_path / "w.safetensors")
     from safetensors.torch import save_file
 
     out = tmp_path / "run"

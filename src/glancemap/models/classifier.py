@@ -200,7 +200,10 @@ def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # the library's own error names no file
+            raise ValueError(f"could not read weights from {path}: not a safetensors file ({exc})") from exc
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle refusing a non-tensor object, truncated file...
