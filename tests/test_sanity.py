@@ -94,3 +94,14 @@ def test_sanity_retrains_with_the_explainers_own_recipe():
     resolved = json.loads(json.dumps(config.loss_weights().to_dict()))  # tuples as JSON lists, like the config's
     assert all(resolved[k] == v for k, v in cfg["training"]["loss_weights"].items())
     assert training_recipe({"training": {}}) == {"head": "per-class"}  # configs from before the shared head
+
+
+def test_ptame_retraining_can_be_run_again_into_the_same_folder(tmp_path, tiny_backbone, tiny_aux, image_folder):
+    from glancemap.images import list_images
+    from glancemap.sanity import ptame_factory
+
+    files = list_images([image_folder])
+    make = ptame_factory(tiny_aux.name, files, tmp_path / "heads", 1, 4, auxiliary_weights="random", workers=0)
+    make(tiny_backbone, 0)
+    again = make(tiny_backbone, 0)  # the check owns its stage folders: a rerun replaces them
+    assert again.training_info["steps"] == 1

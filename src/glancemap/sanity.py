@@ -160,7 +160,8 @@ def ptame_factory(
             device=str(backbone.device),
             **config_overrides,
         )
-        return train(config, progress_bar=False, backbone=copy.deepcopy(backbone))
+        # the check owns these folders: a rerun retrains every stage
+        return train(config, progress_bar=False, backbone=copy.deepcopy(backbone), overwrite=True)
 
     return make
 
@@ -233,6 +234,7 @@ def run_sanity(
                 ptame_steps,
                 ptame_batch_size,
                 seed=seed,
+                auxiliary_weights=cfg["auxiliary"].get("weights"),  # the explainer's own auxiliary
                 **recipe,
             )
         else:
