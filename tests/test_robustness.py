@@ -94,7 +94,10 @@ def test_stale_temporary_files_are_removed(tmp_path, image_folder):
     out = tmp_path / "run"
     out.mkdir()
     (out / "checkpoint.safetensors.tmp").write_bytes(b"half a checkpoint")
-    train(_config(tmp_path, image_folder, max_steps=1), progress_bar=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no readable images"):  # stops before it writes anything itself
+        train(_config(tmp_path, empty, max_steps=1), progress_bar=False)
     assert not list(out.glob("*.tmp"))
 
 
