@@ -1,4 +1,4 @@
-"""The ``glancemap`` command: train, explain, evaluate, sanity, ship, info, demo.
+"""The ``glancemap`` command: train, explain, evaluate, sanity, ship, export, info, demo.
 
 It parses arguments and calls the library; what a command does lives in the
 module it calls (training, explain_files, evaluation, sanity, explainer).
@@ -269,6 +269,26 @@ def _cmd_ship(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a trained explainer as one ONNX file (ONNX Runtime, TensorRT, phones)")
+    p.add_argument("explainer", help="explainer folder, or a shipped name (default, efficientnet_lite1)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--all-maps",
+        action="store_true",
+        help="output every class's map at the head's resolution (B,K,h,w) instead of the maps of given classes",
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .explainer import load_explainer
+    from .explainer.onnx import export_onnx
+
+    out = export_onnx(load_explainer(args.explainer), args.out, "all" if args.all_maps else "maps")
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
 def _pairs(items: Sequence[str], what: str, number: bool = False) -> dict[str, Any]:
     """``["a=1", "b=2"]`` -> ``{"a": "1", "b": "2"}`` (ints with ``number``), refusing malformed items."""
     out: dict[str, Any] = {}
@@ -438,6 +458,7 @@ COMMANDS = {
     "evaluate": (_add_evaluate, _cmd_evaluate),
     "sanity": (_add_sanity, _cmd_sanity),
     "ship": (_add_ship, _cmd_ship),
+    "export": (_add_export, _cmd_export),
     "info": (_add_info, _cmd_info),
     "demo": (_add_demo, _cmd_demo),
 }

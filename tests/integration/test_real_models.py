@@ -125,3 +125,18 @@ def test_shipped_explainers_beat_sanity_baselines_in_the_benchmark(sample_dir, n
     passes = len(explainer.aux_sizes)  # the shipped explainers explain at two auxiliary sides
     assert passes == 2
     assert all(r["auxiliary forward/map"] == passes and r["backbone forward/map"] == 0 for r in scores["ptame"])
+
+
+def test_exported_default_explainer_matches_pytorch_on_dev_images(sample_dir, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from glancemap.explainer.onnx import export_onnx
+
+    explainer = load_explainer("default")
+    onnx = load_explainer(export_onnx(explainer, tmp_path / "default.onnx"), backbone=explainer.backbone)
+    transform = explainer.backbone.preprocessing.eval_transform()
+    files = imagenet_sample_split(sample_dir, "dev")[:16]
+    worst = 0.0
+    for batch in _batches(files, transform, 8):
+        t = explainer.backbone.predict(batch)[0]
+        worst = max(worst, (onnx(batch, t) - explainer(batch, t)).abs().max().item())
+    assert worst < 1e-4, worst  # multi-scale maps (224 + 320 px), as shipped

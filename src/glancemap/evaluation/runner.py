@@ -59,9 +59,9 @@ def evaluate(
         ptame = load_explainer(directory, backbone=bb, device=device)
         if extra_aux_sizes is not None:
             ptame = ptame.with_extra_aux_sizes(extra_aux_sizes)
-    auxiliary = (
-        ptame.auxiliary if ptame else (network_from_config(cfg, "auxiliary", device) if "auxiliary" in needs else None)
-    )
+    auxiliary = getattr(ptame, "auxiliary", None)  # an exported (ONNX) explainer has none in PyTorch
+    if auxiliary is None and "auxiliary" in needs:
+        auxiliary = network_from_config(cfg, "auxiliary", device)
     files = list_images(data)[:limit]
     if not files:
         raise ValueError("no images found in --data")

@@ -37,11 +37,17 @@ def explainer_dir(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists() and str(path) in shipped_explainers():
         return DEFAULT_EXPLAINER_DIR.parent / str(path)
+    if p.suffix == ".onnx":  # an exported explainer is one file
+        return p
     return p.parent if p.is_file() and p.name in (CONFIG_NAME, WEIGHTS_NAME) else p
 
 
 def read_explainer_config(path: str | os.PathLike) -> dict[str, Any]:
     directory = explainer_dir(path)
+    if directory.suffix == ".onnx" and directory.is_file():
+        from .onnx import onnx_config
+
+        return onnx_config(directory)
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
         raise FileNotFoundError(
@@ -130,12 +136,17 @@ def load_explainer(
     auxiliary: Classifier | None = None,
     device: str | torch.device | None = None,
 ) -> PTameExplainer:
-    """Loads a saved explainer; ``"default"`` is the one shipped with glancemap.
+    """Loads a saved explainer; ``"default"`` is the one shipped with glancemap, and a ``.onnx``
+    file exported with :func:`~glancemap.explainer.onnx.export_onnx` gives an ``OnnxExplainer``.
 
     The backbone and auxiliary are rebuilt by name unless given; given ones
     must match the names and class counts the explainer was trained with.
     """
     directory = explainer_dir(path)
+    if directory.suffix == ".onnx" and directory.is_file():
+        from .onnx import OnnxExplainer
+
+        return OnnxExplainer(directory, backbone=backbone)  # type: ignore[return-value]
     cfg = read_explainer_config(directory)
 
     def resolve(role: str, given: Classifier | None) -> Classifier:

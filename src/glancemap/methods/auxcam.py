@@ -37,7 +37,8 @@ class AuxiliaryCAM(Explainer):
 
 
 def _auxiliary(ctx):
-    return ctx.explainer.auxiliary if ctx.explainer is not None else ctx.auxiliary
+    # an exported (ONNX) explainer holds no PyTorch auxiliary: the context's own one serves
+    return getattr(ctx.explainer, "auxiliary", None) or ctx.auxiliary
 
 
 register_method(

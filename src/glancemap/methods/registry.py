@@ -86,7 +86,11 @@ def create_method(name: str, context: MethodContext) -> Explainer:
     spec = METHODS[name]
     if spec.needs == "explainer" and context.explainer is None:
         raise ValueError(f"method {name!r} needs an explainer")
-    if spec.needs == "auxiliary" and context.explainer is None and context.auxiliary is None:
+    if (
+        spec.needs == "auxiliary"
+        and getattr(context.explainer, "auxiliary", None) is None
+        and context.auxiliary is None
+    ):
         raise ValueError(f"method {name!r} needs an explainer or an auxiliary classifier")
     return spec.build(context)
 

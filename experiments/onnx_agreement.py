@@ -1,0 +1,47 @@
+"""How far an exported explainer's maps are from PyTorch's, on real images (docs/results.md, "ONNX").
+
+    python experiments/onnx_agreement.py splits/dev.txt [--explainer default] [--batch-size 16]
+
+Exports the explainer (both variants), runs ONNX Runtime and PyTorch on the same
+images and prints the largest absolute difference of the maps, and of every
+class's head-resolution maps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from glancemap import load_explainer
+from glancemap.explainer.onnx import export_onnx
+from glancemap.images import list_images, load_image
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", nargs="+")
+    ap.add_argument("--explainer", default="default")
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args()
+    explainer = load_explainer(args.explainer)
+    with tempfile.TemporaryDirectory() as tmp:
+        maps = load_explainer(export_onnx(explainer, Path(tmp) / "maps.onnx"), backbone=explainer.backbone)
+        every = load_explainer(export_onnx(explainer, Path(tmp) / "all.onnx", "all"), backbone=explainer.backbone)
+        transform = explainer.backbone.preprocessing.eval_transform()
+        files = list_images(args.data)
+        worst_maps = worst_all = 0.0
+        for i in range(0, len(files), args.batch_size):
+            x = torch.stack([transform(load_image(f)) for f in files[i : i + args.batch_size]])
+            t = explainer.backbone.predict(x)[0]
+            worst_maps = max(worst_maps, (maps(x, t) - explainer(x, t)).abs().max().item())
+            worst_all = max(worst_all, (every.all_maps(x) - explainer.all_maps(x, "head")).abs().max().item())
+    print(f"{len(files)} images, explainer {args.explainer} (auxiliary sides {explainer.aux_sizes})")
+    print(f"  maps of the backbone's top-1, (B,1,H,W): max abs difference {worst_maps:.2e}")
+    print(f"  every class's map at head resolution, (B,K,h,w): max abs difference {worst_all:.2e}")
+
+
+if __name__ == "__main__":
+    main()

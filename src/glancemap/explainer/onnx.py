@@ -1,0 +1,203 @@
+"""A trained explainer as one ONNX file, and that file back behind the method interface.
+
+The file holds the auxiliary network, the head and the map post-processing
+(resizing, per-map min-max, the multi-scale average), so explanations run on
+ONNX Runtime, TensorRT or a phone, with no PyTorch and no autograd. Two
+variants:
+
+- ``"maps"``: inputs ``images`` ``(B,3,H,W)`` float32 in [0,1] at the
+  explainer's input size and ``classes`` ``(B,)`` int64; output ``maps``
+  ``(B,1,H,W)`` in [0,1], the same as ``PTameExplainer(images, classes)``.
+- ``"all"``: input ``images``; output ``maps`` ``(B,K,h,w)``, every class's map
+  at the head's resolution, as ``PTameExplainer.all_maps(images, "head")``.
+
+The batch is dynamic. The explainer's config (backbone, classes, training) is
+stored in the file's metadata, so the file alone says what it explains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..methods.base import Explainer, Targets, check_images
+from .explainer import PTameExplainer
+
+ONNX_FORMAT = "glancemap-onnx/1"
+VARIANTS = ("maps", "all")
+
+
+class _MapsGraph(nn.Module):
+    def __init__(self, explainer: PTameExplainer) -> None:
+        super().__init__()
+        self.explainer = explainer
+
+    def forward(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        ex = self.explainer
+        return ex.multiscale_maps(images, images.shape[-2:], lambda f: ex.head(f, classes, per_sample=True))
+
+
+class _AllMapsGraph(nn.Module):
+    def __init__(self, explainer: PTameExplainer) -> None:
+        super().__init__()
+        self.explainer = explainer
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        ex = self.explainer
+        return ex.multiscale_maps(images, ex.features.feature_shapes()[0][1:], ex.head)
+
+
+def export_onnx(explainer: PTameExplainer, path: str | os.PathLike, variant: str = "maps", opset: int = 18) -> Path:
+    """Writes ``explainer`` as one ONNX file (see the module's docstring for the two variants)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError("exporting to ONNX needs onnx and onnxscript: pip install 'glancemap[onnx]'") from exc
+
+    explainer = explainer.to("cpu").eval()
+    images = torch.rand(2, 3, *explainer.input_size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    if variant == "maps":
+        graph: nn.Module = _MapsGraph(explainer)
+        args: tuple = (images, torch.zeros(2, dtype=torch.long))
+        names, shapes = ["images", "classes"], {"images": {0: batch}, "classes": {0: batch}}
+    else:
+        graph, args, names, shapes = _AllMapsGraph(explainer), (images,), ["images"], {"images": {0: batch}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
+        program = torch.onnx.export(
+            graph.eval(), args, dynamic_shapes=shapes, input_names=names, output_names=["maps"],
+            opset_version=opset, dynamo=True, verbose=False,
+        )  # fmt: skip
+    model = program.model_proto
+    meta = {"format": ONNX_FORMAT, "variant": variant, "config": json.dumps(explainer.config())}
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+class OnnxExplainer(Explainer):
+    """An exported explainer run by ONNX Runtime, behind the same interface as :class:`PTameExplainer`.
+
+    The backbone named in the file's config is loaded on first need (to pick its
+    top-1 class when no targets are given, or the top-k classes); the maps never
+    run it.
+
+    Args:
+        path: the ``.onnx`` file.
+        backbone: the classifier it explains (checked against the file's config); default: rebuilt by name.
+        providers: ONNX Runtime execution providers (default: the CPU).
+    """
+
+    def __init__(self, path: str | os.PathLike, backbone=None, providers: list[str] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ImportError("running ONNX explainers needs onnxruntime: pip install 'glancemap[onnx]'") from exc
+        self.path = Path(path)
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ValueError(f"cannot read {self.path} as an ONNX model: {exc}") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("format") != ONNX_FORMAT:
+            raise ValueError(f"{self.path} is not an explainer exported by glancemap (no {ONNX_FORMAT!r} metadata)")
+        self.variant = meta["variant"]
+        self.config: dict[str, Any] = json.loads(meta["config"])
+        self._backbone = backbone
+        if backbone is not None:
+            from .storage import _check_model
+
+            _check_model("backbone", self.config["backbone"], backbone)
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            from .storage import network_from_config
+
+            self._backbone = network_from_config(self.config, "backbone")
+        return self._backbone
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config["num_classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config["class_names"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.config["input_size"])
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def extra_aux_sizes(self) -> list[list[int]]:
+        return self.config.get("extra_aux_sizes", [])
+
+    def identity_file(self) -> Path:
+        """The file whose hash identifies this explainer in evaluation results."""
+        return self.path
+
+    def with_extra_aux_sizes(self, sizes) -> OnnxExplainer:
+        if [list(s) if not isinstance(s, int) else [s, s] for s in sizes] != self.extra_aux_sizes:
+            raise ValueError(f"{self.path} was exported with its auxiliary sizes fixed; export it again to change them")
+        return self
+
+    def _run(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        arrays = {k: v.detach().cpu().contiguous().numpy() for k, v in feeds.items()}
+        return torch.from_numpy(self.session.run(["maps"], arrays)[0])
+
+    def explain(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
+        """Maps ``(B,1,H,W)`` in [0,1] for ``targets`` (default: the backbone's top-1); the ``maps`` variant."""
+        if self.variant != "maps":
+            raise ValueError(f"{self.path} holds every class's map (variant 'all'): use all_maps()")
+        if tuple(images.shape[-2:]) != self.input_size:
+            raise ValueError(f"{self.path} takes images of {self.input_size}, got {tuple(images.shape[-2:])}")
+        t = self.targets(images, targets)
+        return self._run({"images": images.float(), "classes": t.long()}).to(images.device)
+
+    def all_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Every class's map at the head's resolution, ``(B,K,h,w)``; the ``all`` variant."""
+        check_images(images)
+        if self.variant != "all":
+            raise ValueError(f"{self.path} holds one map per image (variant 'maps'): use explain()")
+        return self._run({"images": images.float()}).to(images.device)
+
+    @torch.no_grad()
+    def predict_and_explain(self, images: torch.Tensor, top_k: int = 1) -> dict[str, torch.Tensor]:
+        """Backbone top-k classes ``(B,k)``, their softmax scores ``(B,k)`` and maps ``(B,k,H,W)``."""
+        probs = self.backbone(images).softmax(dim=1)
+        scores, classes = probs.topk(top_k, dim=1)
+        maps = torch.cat([self.explain(images, classes[:, j]) for j in range(top_k)], dim=1)
+        return {"classes": classes, "scores": scores, "maps": maps}
+
+
+def onnx_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The explainer config stored in an exported file's metadata."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ValueError(f"cannot read {path} as an ONNX model: {exc}") from exc
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get("format") != ONNX_FORMAT:
+        raise ValueError(f"{path} is not an explainer exported by glancemap (no {ONNX_FORMAT!r} metadata)")
+    return json.loads(meta["config"])

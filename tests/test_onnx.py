@@ -1,0 +1,88 @@
+"""Exported explainers: one ONNX file that ONNX Runtime runs to the same maps as PyTorch."""
+
+import json
+
+import pytest
+import torch
+
+from glancemap import PTameExplainer, load_classifier, load_explainer
+from glancemap.cli import main
+
+from .conftest import TINY_AUX, TINY_BACKBONE, write_images
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+TOLERANCE = 1e-4  # max abs difference between ONNX Runtime's maps and PyTorch's
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A multi-scale explainer of freshly loaded networks, saved and exported both ways."""
+    root = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(4)
+    explainer = PTameExplainer(
+        load_classifier(TINY_BACKBONE, "random"), load_classifier(TINY_AUX, "random"), extra_aux_sizes=[64]
+    )
+    with torch.no_grad():
+        for p in explainer.head.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # not the start: a head with weights of its own
+    explainer.save(root / "expl")
+    assert main(["export", str(root / "expl"), "--out", str(root / "maps.onnx")]) == 0
+    assert main(["export", str(root / "expl"), "--out", str(root / "all.onnx"), "--all-maps"]) == 0
+    return root, load_explainer(root / "expl")
+
+
+def test_onnx_maps_match_pytorch(saved):
+    root, explainer = saved
+    onnx = load_explainer(root / "maps.onnx")
+    x = torch.rand(3, 3, *explainer.input_size)  # exported with a batch of 2: the batch is dynamic
+    t = torch.tensor([5, 17, 999])
+    assert (onnx(x, t) - explainer(x, t)).abs().max() < TOLERANCE
+    assert (onnx(x) - explainer(x)).abs().max() < TOLERANCE  # the backbone's top-1, picked in PyTorch
+    mine, theirs = onnx.predict_and_explain(x, top_k=2), explainer.predict_and_explain(x, top_k=2)
+    assert torch.equal(mine["classes"], theirs["classes"])
+    assert (mine["maps"] - theirs["maps"]).abs().max() < TOLERANCE
+    with pytest.raises(ValueError, match="targets must be in"):
+        onnx(x, [0, 1, 5000])
+
+
+def test_onnx_all_maps_match_pytorch(saved):
+    root, explainer = saved
+    onnx = load_explainer(root / "all.onnx")
+    x = torch.rand(1, 3, *explainer.input_size)
+    expected = explainer.all_maps(x, resolution="head")
+    assert onnx.all_maps(x).shape == expected.shape
+    assert (onnx.all_maps(x) - expected).abs().max() < TOLERANCE
+    with pytest.raises(ValueError, match="variant 'all'"):
+        onnx(x, [1])
+
+
+def test_explain_and_evaluate_take_the_onnx_file(saved, tmp_path):
+    root, explainer = saved
+    images = tmp_path / "images"
+    write_images(images, 3)
+    out = tmp_path / "maps"
+    assert (
+        main(["explain", str(images), "--explainer", str(root / "maps.onnx"), "--out", str(out), "--top-k", "2"]) == 0
+    )
+    assert len(json.loads((out / "summary.json").read_text())["explained"]) == 3
+    ev = tmp_path / "ev"
+    args = ["evaluate", "--data", str(images), "--explainer", str(root / "maps.onnx"), "--out", str(ev),
+            "--methods", "ptame,auxcam", "--deletion-steps", "0", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    run = json.loads((ev / "run.json").read_text())
+    assert "explainer_onnx_sha256" in run["methods"]["ptame"]
+    assert "P-TAME" in (ev / "table.md").read_text()
+
+
+def test_a_file_that_is_not_an_exported_explainer_is_refused(tmp_path, saved):
+    import onnx
+
+    root, _ = saved
+    model = onnx.load(str(root / "maps.onnx"))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "plain.onnx"))
+    with pytest.raises(ValueError, match="not an explainer exported by glancemap"):
+        load_explainer(tmp_path / "plain.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="cannot read .*junk.onnx"):
+        load_explainer(tmp_path / "junk.onnx")
