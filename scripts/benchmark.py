@@ -16,6 +16,10 @@ cost ratios against them come from one machine state.
 the networks fed images in the plain (contiguous) memory layout, alternating
 with the channels-last layout that ``load_classifier``'s networks use, and
 prints the ratios.
+
+``--onnx`` also times the explainer (and its one pass) and the backbone exported
+to ONNX and run by ONNX Runtime on the same batch, and prints the cost of an
+explanation in backbone forwards within that runtime.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +87,32 @@ def time_by_layout(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def onnx_contenders(explainer, one_pass, images: torch.Tensor, targets: torch.Tensor) -> dict:
+    """The backbone and the explainer (and its one pass) exported to ONNX, timed in ONNX Runtime."""
+    import onnxruntime
+
+    from glancemap.explainer.onnx import export_onnx
+
+    folder = Path(tempfile.mkdtemp(prefix="glancemap-bench-"))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            explainer.backbone.cpu(), (images.cpu(),), dynamic_shapes=({0: batch},), dynamo=True, verbose=False
+        )
+    program.save(str(folder / "backbone.onnx"))
+    session = onnxruntime.InferenceSession(str(folder / "backbone.onnx"), providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: images.cpu().numpy()}
+    maps = load_explainer(export_onnx(explainer, folder / "maps.onnx"), backbone=explainer.backbone)
+    out = {
+        "onnxruntime: backbone forward": lambda: session.run(None, feed),
+        "onnxruntime: explain (given classes)": lambda: maps(images.cpu(), targets.cpu()),
+    }
+    if explainer.extra_aux_sizes:
+        single = load_explainer(export_onnx(one_pass, folder / "one_pass.onnx"), backbone=explainer.backbone)
+        out["onnxruntime: explain, one pass (given)"] = lambda: single(images.cpu(), targets.cpu())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--explainer", default="default")
@@ -92,6 +123,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--baselines", default="", help="comma-separated methods to time beside it, e.g. gradcam,scorecam")
     ap.add_argument("--baseline-images", type=int, default=2)
+    ap.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also time the explainer and the backbone exported to ONNX and run by ONNX Runtime, side by side",
+    )
     ap.add_argument(
         "--layouts",
         action="store_true",
@@ -116,6 +152,8 @@ def main() -> None:
     }
     if explainer.extra_aux_sizes:  # multi-scale explainer: its single-pass cost beside it
         contenders["explain, one pass (given)"] = lambda: one_pass(images, targets)
+    if args.onnx:
+        contenders |= onnx_contenders(explainer, one_pass, images, targets)
     layouts = {"channels-last": True}
     if args.layouts:
         layouts["contiguous"] = False
@@ -163,6 +201,12 @@ def main() -> None:
             f"  ratio explain one pass(given)/backbone forward: "
             f"{m['explain, one pass (given)'] / m['backbone forward']:.2f}"
         )
+    if args.onnx:
+        ort = "onnxruntime: "
+        for name in ("explain (given classes)", "explain, one pass (given)"):
+            if ort + name in m:
+                ratio = m[ort + name] / m[ort + "backbone forward"]
+                print(f"  ratio {ort}{name}/backbone forward: {ratio:.2f} (both in ONNX Runtime)")
     given = m["explain (given classes)"] / b
     for name in filter(None, args.baselines.split(",")):
         method = create_method(name, MethodContext(backbone, explainer))
