@@ -70,3 +70,55 @@ def test_grids_are_deterministic_and_hold_different_classes():
     assert len(used) == len(set(used))
     with pytest.raises(ValueError, match="n >= 2"):
         plan_grids(pairs, 1)
+
+
+def _bumps(x):
+    """(B,4,H,W): how much each pixel's red value looks like class c's shade, 0.2 * (c + 1)."""
+    shades = 0.2 * torch.arange(1, 5, dtype=x.dtype, device=x.device)
+    return torch.exp(-((x[:, :1] - shades[None, :, None, None]) ** 2) / 0.002)
+
+
+class _Shades(nn.Module):
+    """Toy backbone: class c is a photo of red shade 0.2 (c + 1); its evidence moves with the photo."""
+
+    def forward(self, x):
+        return 10 * _bumps(x).mean((2, 3))
+
+
+class _Oracle:
+    """The pixels that make up the target's logit: a map that explains the toy exactly."""
+
+    def __call__(self, images, targets):
+        return _bumps(images)[torch.arange(len(images)), targets][:, None]
+
+
+def test_grid_benchmark_streams_one_record_per_cell_and_resumes(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from glancemap.evaluation import GridConfig, Run, read_results, run_grid_evaluation, summarize
+    from glancemap.methods import CenteredGaussian
+
+    clf = Classifier(_Shades(), name="shades", input_size=32, num_classes=4, mean=(0, 0, 0), std=(1, 1, 1))
+    files = []
+    for i in range(9):  # photo i is of class i % 4: one red shade all over
+        arr = np.zeros((32, 32, 3), np.uint8)
+        arr[..., 0] = round(255 * 0.2 * (i % 4 + 1))
+        files.append(tmp_path / f"p{i}.png")
+        Image.fromarray(arr).save(files[-1])
+    config = GridConfig(n=2, threshold=0.3)
+    run = Run(tmp_path / "g", clf, {"backbone": "shades"}, config, {})
+    methods = {"oracle": _Oracle, "gaussian": CenteredGaussian}
+    grids = run_grid_evaluation(run, files, methods, config, batch_size=4, progress=False)
+    assert len(grids) == 2  # 9 photos of 4 classes: two full grids, one photo left over
+    records = read_results(run.results)
+    assert set(records) == {"oracle", "gaussian"} and len(records["oracle"]) == 8
+    rows = {r["method"]: r for r in summarize(run.results)}
+    assert rows["oracle"]["mass share"] > 0.99 and rows["oracle"]["pointing hit"] == 1.0  # edges blur a little
+    assert rows["gaussian"]["mass share"] == pytest.approx(0.25, abs=1e-6)  # symmetric: a quarter in every cell
+    lines = run.results.read_text().count("\n")
+    run_grid_evaluation(run, files, methods, config, batch_size=4, progress=False)  # finished: nothing redone
+    assert run.results.read_text().count("\n") == lines
+    assert json.loads((tmp_path / "g" / "run.json").read_text())["metrics"]["n"] == 2

@@ -351,12 +351,26 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=d.deletion_steps,
         help="0 skips deletion/insertion",
     )
+    p.add_argument(
+        "--grid",
+        type=_checked(int, Range(minimum=2, maximum=8, integer=True)),
+        default=None,
+        metavar="N",
+        help="play the grid pointing game instead: NxN images of different classes tiled into one, each cell's "
+        "class explained (mass share, top-area share, pointing hit); results in <out>/gridN",
+    )
+    p.add_argument(
+        "--grid-threshold",
+        type=_checked(float, FRACTION),
+        default=0.5,
+        help="softmax an image's own top-1 needs to enter a grid",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import MetricConfig, evaluate
+    from .evaluation import GridConfig, MetricConfig, evaluate
 
     metrics = MetricConfig(
         road_fractions=args.road_fractions,
@@ -383,6 +397,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         },
         device=_device(args.device),
         progress=not args.no_progress,
+        grid=None if args.grid is None else GridConfig(n=args.grid, threshold=args.grid_threshold),
     )
     print((out / "table.md").read_text(), end="")
     print(f"wrote {out / 'table.md'} and {out / 'table.csv'}")

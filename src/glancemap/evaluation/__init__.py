@@ -6,6 +6,7 @@ recomputes a finished image. :func:`summarize` turns the lines into a table of
 means with standard errors, seconds per map and passes per map.
 """
 
+from .grid import GridConfig, run_grid_evaluation
 from .runner import DEFAULT_METHODS, evaluate
 from .scoring import MetricConfig, score_batch
 from .stream import EvaluationMismatchError, Run, plan_methods, run_evaluation
@@ -23,6 +24,8 @@ from .tables import (
 
 __all__ = [
     "evaluate",
+    "GridConfig",
+    "run_grid_evaluation",
     "DEFAULT_METHODS",
     "MetricConfig",
     "score_batch",

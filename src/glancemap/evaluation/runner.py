@@ -12,6 +12,7 @@ from ..explainer import explainer_dir, load_explainer, network_from_config, read
 from ..images import list_images
 from ..methods import METHODS, MethodContext, method_names
 from ..models import load_classifier
+from .grid import GridConfig, run_grid_evaluation
 from .scoring import MetricConfig
 from .stream import Run, plan_methods, run_evaluation
 from .tables import paired_differences, read_results, summarize, write_paired_table, write_tables
@@ -36,6 +37,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    grid: GridConfig | None = None,
 ) -> Path:
     """Scores ``methods`` (registered names, or ``"all"``) on the images of ``data`` and writes
     ``results.jsonl``, ``run.json``, ``table.md``, ``table.csv`` and, with P-TAME among them,
@@ -44,6 +46,9 @@ def evaluate(
     The backbone is the explainer's unless ``backbone`` names another; ``also`` maps names to
     further explainer folders for the same backbone, scored as ``ptame-<name>``; ``options``
     holds method settings (``cam_batch_size``, ``rise_masks``, ``opticam_steps``).
+
+    With ``grid``, the methods play the grid pointing game instead (:mod:`glancemap.localization`),
+    into ``<out>/grid<n>``, which is returned.
     """
     names = method_names(methods)
     directory = explainer_dir(explainer)
@@ -75,21 +80,34 @@ def evaluate(
     if unknown:
         raise ValueError(f"--limit-for names methods that are not evaluated: {', '.join(unknown)}")
     out = Path(out or f"runs/eval-{bb.name}")
+    if grid is not None:
+        out = out / f"grid{grid.n}"
     run = Run(
         out=out,
         backbone=bb,
         identity={"backbone": bb.describe() | {"weights": bb.weights_ref}},
-        config=metrics or MetricConfig(),
+        config=grid or metrics or MetricConfig(),
         methods=identities,
     )
     log(
         f"evaluating {', '.join(factories)} on {len(files)} images, backbone {bb.name} on {device}; "
         f"per-image results stream to {run.results}"
     )
-    run_evaluation(run, files, factories, limit_for, batch_size, progress=progress)
-    scored = {f for by_file in read_results(run.results).values() for f in by_file}
-    if not scored & {str(f) for f in files}:
-        raise ValueError(f"none of the {len(files)} image(s) could be read, so nothing was scored")
+    if grid is not None:
+        if limit_for:
+            raise ValueError("--limit-for does not apply to the grid game; use --limit")
+        grids = run_grid_evaluation(run, files, factories, grid, batch_size, progress=progress)
+        if not grids:
+            raise ValueError(
+                f"too few confidently classified images of different classes for one {grid.n}x{grid.n} grid "
+                f"(softmax >= {grid.threshold}); give more images or lower --grid-threshold"
+            )
+        log(f"{len(grids)} grids of {grid.n}x{grid.n} from {len(files)} images")
+    else:
+        run_evaluation(run, files, factories, limit_for, batch_size, progress=progress)
+        scored = {f for by_file in read_results(run.results).values() for f in by_file}
+        if not scored & {str(f) for f in files}:
+            raise ValueError(f"none of the {len(files)} image(s) could be read, so nothing was scored")
     write_tables(summarize(run.results), out)
     if "ptame" in factories:
         write_paired_table(paired_differences(run.results, "ptame"), "ptame", out / "paired.md")

@@ -24,6 +24,9 @@ SUMMARY_COLUMNS = (
     "ROAD LeRF-MoRF",
     "deletion",
     "insertion",
+    "mass share",
+    "top-area share",
+    "pointing hit",
 )
 COST_COLUMNS = ("sec/map", "backbone forward/map", "backbone backward/map", "auxiliary forward/map")
 BETTER = {"AD@100": "lower", "AD@50": "lower", "AD@15": "lower", "ROAD MoRF": "lower", "deletion": "lower"}
@@ -85,7 +88,7 @@ def summarize(results: Path) -> list[dict]:
 
 
 def _fmt(col: str, v: float) -> str:
-    if col.startswith(("ROAD", "deletion", "insertion")):
+    if col.startswith(("ROAD", "deletion", "insertion", "mass", "top-area", "pointing")):
         return f"{v:.3f}"
     if col == "sec/map":
         return f"{v:.3g}"
