@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .images import BadFileLog, BadImageError, load_image
+from .images import BadFileLog, image_batches
 from .visualization import explanation_panel
 
 DEMO_IMAGES = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field")
@@ -25,17 +24,8 @@ def explain_files(files: Sequence[Path], explainer, out: Path, top_k: int, batch
     if not 1 <= top_k <= k:
         raise ValueError(f"top_k must be an integer >= 1 and <= the explainer's {k} classes, got {top_k}")
     out.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(files), batch_size):
-        chunk, tensors = [], []
-        for f in files[start : start + batch_size]:
-            try:
-                tensors.append(transform(load_image(f)))
-                chunk.append(f)
-            except BadImageError as exc:
-                bad.report(f, str(exc))
-        if not chunk:
-            continue
-        images = torch.stack(tensors).to(explainer.device)
+    for chunk, images in image_batches(files, transform, batch_size, bad):
+        images = images.to(explainer.device)
         result = explainer.predict_and_explain(images, top_k=top_k)
         for i, f in enumerate(chunk):
             stem = f.stem

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +123,23 @@ class BadFileLog:
     @property
     def count(self) -> int:
         return len(self.seen)
+
+
+def image_batches(
+    files: Sequence[Path], transform: Callable, batch_size: int, log: BadFileLog
+) -> Iterator[tuple[list[Path], torch.Tensor]]:
+    """The readable files of ``files`` in batches: ``(files, (b,3,H,W) tensor)`` per batch of up to
+    ``batch_size``; unreadable files are reported to ``log`` and left out (a batch of none is skipped)."""
+    for start in range(0, len(files), batch_size):
+        chunk, tensors = [], []
+        for f in files[start : start + batch_size]:
+            try:
+                tensors.append(transform(load_image(f)))
+                chunk.append(f)
+            except BadImageError as exc:
+                log.report(f, str(exc))
+        if chunk:
+            yield chunk, torch.stack(tensors)
 
 
 def scan_images(files: Sequence[Path], log: BadFileLog | None = None) -> tuple[list[Path], BadFileLog]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..images import BadFileLog, BadImageError, load_image
+from ..images import BadFileLog, image_batches, load_image
 from ..localization import Grid, grid_localization, plan_grids, tile
 from .stream import Run
 
@@ -39,19 +39,9 @@ class GridConfig:
 def confident_images(backbone, files: Sequence[Path], threshold: float, batch_size: int = 16) -> list[tuple[str, int]]:
     """``(file, class)`` of each readable image whose top-1 softmax on its own is at least ``threshold``."""
     transform = backbone.preprocessing.eval_transform()
-    bad = BadFileLog()
     out = []
-    for start in range(0, len(files), batch_size):
-        chunk, tensors = [], []
-        for f in files[start : start + batch_size]:
-            try:
-                tensors.append(transform(load_image(f)))
-                chunk.append(f)
-            except BadImageError as exc:
-                bad.report(f, str(exc))
-        if not chunk:
-            continue
-        probs = backbone(torch.stack(tensors).to(backbone.device)).softmax(dim=1)
+    for chunk, images in image_batches(files, transform, batch_size, BadFileLog()):
+        probs = backbone(images.to(backbone.device)).softmax(dim=1)
         score, cls = probs.max(dim=1)
         out += [(str(f), int(c)) for f, s, c in zip(chunk, score.tolist(), cls.tolist()) if s >= threshold]
     return out
