@@ -137,6 +137,8 @@ def test_evaluate_and_explain_refuse_bad_numbers_and_empty_input(tmp_path, fresh
         assert f"argument {flag}: must be an integer >= 1" in capsys.readouterr().err
     assert main([*base, "--methods", "gaussian", "--no-progress"]) == 2
     assert "nothing was scored" in capsys.readouterr().err
+    assert main([*base, "--methods", "gaussian", "--limit-for", "gaussian=0"]) == 2
+    assert "--limit-for wants METHOD=N with N an integer >= 1" in capsys.readouterr().err
     images = tmp_path / "images"
     write_images(images, 1)
     assert main(["explain", str(images), "--explainer", str(tmp_path / "expl"), "--out", str(tmp_path / "o"),

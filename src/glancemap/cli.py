@@ -294,8 +294,9 @@ def _pairs(items: Sequence[str], what: str, number: bool = False) -> dict[str, A
     out: dict[str, Any] = {}
     for item in items:
         key, _, value = item.partition("=")
-        if not key or not value or (number and not value.isdigit()):
-            raise ValueError(f"{what} wants {'METHOD=N' if number else 'NAME=PATH'}, got {item!r}")
+        if not key or not value or (number and not (value.isdigit() and int(value) >= 1)):
+            wanted = "METHOD=N with N an integer >= 1" if number else "NAME=PATH"
+            raise ValueError(f"{what} wants {wanted}, got {item!r}")
         out[key] = int(value) if number else value
     return out
 
