@@ -26,3 +26,11 @@ $GLANCEMAP evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out r
 # Cascading randomisation of the Lite2 backbone
 $GLANCEMAP sanity --data splits/dev.txt --train-data splits/train.txt --explainer default --out runs/sanity \
   --methods ptame,gradcam,gradcam++,auxcam --images 16 --max-stages 4 --ptame-steps 60 --device "$DEVICE"
+
+# Localization: the grid pointing game on 2x2 grids of the dev images
+$GLANCEMAP evaluate --data splits/dev.txt --grid 2 --out runs/eval-efficientnet_lite2 \
+  --methods ptame,ptame-single,gradcam,gradcam++,layercam,auxcam,gaussian --device "$DEVICE"
+
+# ONNX: agreement with PyTorch, and cost beside the backbone in ONNX Runtime
+.venv/bin/python experiments/onnx_agreement.py splits/dev.txt
+.venv/bin/python scripts/benchmark.py --onnx
