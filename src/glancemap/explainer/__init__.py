@@ -4,16 +4,9 @@ from ..maps import minmax_normalize, resize_maps
 from .explainer import DEFAULT_EXPLAINER_DIR, PTameExplainer
 from .head import AttentionHead, FeatureBlock, FusionHead, SharedReadoutHead
 from .loss import LossWeights, PTameLoss, area_loss, total_variation
+from .networks import ExplainerMismatchError, network_from_config
 from .perturbation import perturb
-from .storage import (
-    ExplainerMismatchError,
-    explainer_dir,
-    load_explainer,
-    network_from_config,
-    read_explainer_config,
-    ship_explainer,
-    shipped_explainers,
-)
+from .storage import explainer_dir, load_explainer, read_explainer_config, ship_explainer, shipped_explainers
 
 __all__ = [
     "PTameExplainer",

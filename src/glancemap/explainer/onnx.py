@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from ..methods.base import Explainer, Targets, check_images
 from .explainer import PTameExplainer
+from .networks import _check_model, network_from_config
 
 ONNX_FORMAT = "glancemap-onnx/1"
 VARIANTS = ("maps", "all")
@@ -119,15 +120,11 @@ class OnnxExplainer(Explainer):
         self.config: dict[str, Any] = json.loads(meta["config"])
         self._backbone = backbone
         if backbone is not None:
-            from .storage import _check_model
-
             _check_model("backbone", self.config["backbone"], backbone)
 
     @property
     def backbone(self):
         if self._backbone is None:
-            from .storage import network_from_config
-
             self._backbone = network_from_config(self.config, "backbone")
         return self._backbone
 
