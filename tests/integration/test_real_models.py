@@ -140,3 +140,19 @@ def test_exported_default_explainer_matches_pytorch_on_dev_images(sample_dir, tm
         t = explainer.backbone.predict(batch)[0]
         worst = max(worst, (onnx(batch, t) - explainer(batch, t)).abs().max().item())
     assert worst < 1e-4, worst  # multi-scale maps (224 + 320 px), as shipped
+
+
+def test_lite2_as_an_onnx_black_box_agrees_with_pytorch(sample_dir, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from glancemap.models import export_classifier_onnx
+
+    torch_bb = load_classifier("efficientnet_lite2")
+    black_box = load_classifier(f"onnx:{export_classifier_onnx(torch_bb, tmp_path / 'lite2.onnx')}")
+    files = imagenet_sample_split(sample_dir, "dev")[:48]
+    transform = torch_bb.preprocessing.eval_transform()
+    agree, worst = 0, 0.0
+    for x in _batches(files, transform, 16):
+        a, b = torch_bb(x), black_box(x)
+        agree += (a.argmax(1) == b.argmax(1)).sum().item()
+        worst = max(worst, (a.softmax(1) - b.softmax(1)).abs().max().item())
+    assert agree == len(files) and worst < 1e-4, (agree, worst)

@@ -139,4 +139,5 @@ for _name, _label in _LABELS.items():
         _label,
         lambda ctx, name=_name: GradCamMethod(ctx.backbone, name, batch_size=ctx.option("cam_batch_size", 32)),
         summary=f"{_label} of the backbone's last convolutional map (grad-cam package)",
+        reads_backbone=True,
     )

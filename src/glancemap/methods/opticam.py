@@ -75,4 +75,5 @@ register_method(
     lambda ctx: OptiCAM(ctx.backbone, steps=ctx.option("opticam_steps", 100)),
     identity=lambda ctx: {"steps": ctx.option("opticam_steps", 100), "lr": OptiCAM.LR, "score": "logit"},
     summary="per image, Adam steps on the CAM weights that maximise the class logit on the masked image",
+    reads_backbone=True,
 )

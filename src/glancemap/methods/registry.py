@@ -48,6 +48,7 @@ class MethodSpec:
     needs: str | None = None
     identity: Callable[[MethodContext], dict] = lambda ctx: {}
     summary: str = ""
+    reads_backbone: bool = False  # needs the backbone's layers or gradients, not only its outputs
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -61,11 +62,14 @@ def register_method(
     needs: str | None = None,
     identity: Callable[[MethodContext], dict] | None = None,
     summary: str = "",
+    reads_backbone: bool = False,
 ) -> MethodSpec:
-    """Adds (or replaces) a method under ``name``; ``label`` is its display name in tables."""
+    """Adds (or replaces) a method under ``name``; ``label`` is its display name in tables.
+    ``reads_backbone``: it hooks the backbone's layers or takes its gradients, so a black-box
+    backbone (one you can only call) is refused."""
     if needs not in (None, "explainer", "auxiliary"):
         raise ValueError(f"needs must be None, 'explainer' or 'auxiliary', got {needs!r}")
-    spec = MethodSpec(name, label, build, needs, identity or (lambda ctx: {}), summary)
+    spec = MethodSpec(name, label, build, needs, identity or (lambda ctx: {}), summary, reads_backbone)
     METHODS[name] = spec
     return spec
 
@@ -84,6 +88,11 @@ def create_method(name: str, context: MethodContext) -> Explainer:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     spec = METHODS[name]
+    if spec.reads_backbone and not getattr(context.backbone, "differentiable", True):
+        raise ValueError(
+            f"method {name!r} reads the backbone's layers or gradients, and {context.backbone.name!r} is a black box "
+            "you can only call; use a method that needs only its outputs (ptame, rise, auxcam)"
+        )
     if spec.needs == "explainer" and context.explainer is None:
         raise ValueError(f"method {name!r} needs an explainer")
     if (

@@ -1,6 +1,7 @@
 """Models: the black-box classifiers we explain and the auxiliary feature networks."""
 
 from .auxiliary import FeatureExtractor
+from .blackbox import callable_classifier, export_classifier_onnx, onnx_classifier
 from .classifier import (
     RANDOM_WEIGHTS,
     Classifier,
@@ -14,6 +15,9 @@ from .layers import default_layers, default_target_layer
 
 __all__ = [
     "Classifier",
+    "callable_classifier",
+    "onnx_classifier",
+    "export_classifier_onnx",
     "Preprocessing",
     "FeatureExtractor",
     "default_layers",

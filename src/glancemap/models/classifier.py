@@ -127,6 +127,9 @@ class Classifier(nn.Module):
         # modules, which may .view() their input; load_classifier turns it on for the networks it builds.
         # The weights stay contiguous (saveable as they are).
         self.channels_last = False
+        # False for classifiers you can only call (models/blackbox.py): no gradients, no layers to read
+        self.differentiable = True
+        self.black_box_fingerprint: str | None = None
         self.register_buffer("_mean", torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.preprocessing.std).view(1, 3, 1, 1), persistent=False)
         self.eval()
@@ -166,7 +169,10 @@ class Classifier(nn.Module):
 
     def fingerprint(self) -> str:
         """A hash of every tensor in the network's state (names, dtypes, shapes and values): two
-        classifiers with the same fingerprint compute the same function. 16 hex digits."""
+        classifiers with the same fingerprint compute the same function. 16 hex digits. A black box
+        has no tensors to hash: its own fingerprint (a file hash, a version) stands in."""
+        if self.black_box_fingerprint is not None:
+            return self.black_box_fingerprint
         h = hashlib.sha256()
         for name, t in sorted(self.model.state_dict().items()):
             t = t.detach().cpu().contiguous().reshape(-1)
@@ -348,7 +354,9 @@ def load_classifier(
     Args:
         name: ``efficientnet_lite0/1/2`` (offline ImageNet weights), ``timm:<name>``,
             ``torchvision:<name>``, or a bare name: torchvision's classification models
-            win (the paper's VGG-16, ResNet-50, ViT-B/16 are torchvision's), then timm's.
+            win (the paper's VGG-16, ResNet-50, ViT-B/16 are torchvision's), then timm's;
+            ``onnx:<file>`` runs an ONNX classifier with ONNX Runtime as a black box
+            (:mod:`glancemap.models.blackbox`).
         weights: ``None`` for the model's default pretrained weights (downloads for
             timm/torchvision), ``"random"`` for random initialisation (from a fixed seed: the same
             network every time), or a local
@@ -364,6 +372,12 @@ def load_classifier(
     if name in _REGISTRY:
         clf = _REGISTRY[name](weights)
         clf.name, clf.source = name, "registered"
+    elif source == "onnx":
+        from .blackbox import onnx_classifier
+
+        if weights is not None:
+            raise ValueError(f"{name!r} holds its own weights; do not pass weights={weights!r}")
+        clf = onnx_classifier(arch, name=name)
     elif source == "" and arch in _LITE_PACKAGES:
         with _seeded(weights):
             clf = _lite_classifier(arch, weights, num_classes)
@@ -380,7 +394,7 @@ def load_classifier(
             "with glancemap.Classifier(...)"
         )
     clf.freeze()
-    clf.channels_last = name not in _REGISTRY  # a registered factory may wrap any module
+    clf.channels_last = name not in _REGISTRY and clf.differentiable  # a registered factory may wrap any module
     clf.weights_ref = weights  # recorded in explainer configs so they can rebuild it
     if device is not None:
         clf.to(device)

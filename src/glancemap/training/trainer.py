@@ -131,6 +131,11 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         print(f"glancemap: skipped {bad.count} unreadable file(s) of {len(files) + bad.count}", file=sys.stderr)
     data = data_fingerprint(files)
     explainer = build_explainer(config, device, files, backbone=backbone.to(device) if backbone is not None else None)
+    if not explainer.backbone.differentiable:
+        raise ValueError(
+            f"backbone {explainer.backbone.name!r} is a black box you can only call, and training backpropagates "
+            "through the backbone; gradient-free training is not available yet"
+        )
     dataset = ImageFiles(files, explainer.backbone.preprocessing.train_transform(tuple(config.crop_scale)))  # type: ignore[arg-type]
     sampler = ResumableDistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed
