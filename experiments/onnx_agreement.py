@@ -2,9 +2,10 @@
 
     python experiments/onnx_agreement.py splits/dev.txt [--explainer default] [--batch-size 16]
 
-Exports the explainer (both variants), runs ONNX Runtime and PyTorch on the same
-images and prints the largest absolute difference of the maps, and of every
-class's head-resolution maps.
+Exports the explainer (both variants) and its backbone, runs ONNX Runtime and
+PyTorch on the same images and prints the largest absolute difference of the
+maps and of every class's head-resolution maps, and how often the backbone as an
+ONNX black box (``onnx:`` loader) agrees with PyTorch on the top-1 class.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from glancemap import load_explainer
 from glancemap.explainer.onnx import export_onnx
 from glancemap.images import list_images, load_image
+from glancemap.models import export_classifier_onnx, load_classifier
 
 
 def main() -> None:
@@ -30,6 +32,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         maps = load_explainer(export_onnx(explainer, Path(tmp) / "maps.onnx"), backbone=explainer.backbone)
         every = load_explainer(export_onnx(explainer, Path(tmp) / "all.onnx", "all"), backbone=explainer.backbone)
+        black_box = load_classifier(f"onnx:{export_classifier_onnx(explainer.backbone, Path(tmp) / 'bb.onnx')}")
+        agree, worst_probs = 0, 0.0
         transform = explainer.backbone.preprocessing.eval_transform()
         files = list_images(args.data)
         worst_maps = worst_all = 0.0
@@ -38,9 +42,14 @@ def main() -> None:
             t = explainer.backbone.predict(x)[0]
             worst_maps = max(worst_maps, (maps(x, t) - explainer(x, t)).abs().max().item())
             worst_all = max(worst_all, (every.all_maps(x) - explainer.all_maps(x, "head")).abs().max().item())
+            p, q = explainer.backbone(x).softmax(1), black_box(x).softmax(1)
+            agree += (p.argmax(1) == q.argmax(1)).sum().item()
+            worst_probs = max(worst_probs, (p - q).abs().max().item())
     print(f"{len(files)} images, explainer {args.explainer} (auxiliary sides {explainer.aux_sizes})")
     print(f"  maps of the backbone's top-1, (B,1,H,W): max abs difference {worst_maps:.2e}")
     print(f"  every class's map at head resolution, (B,K,h,w): max abs difference {worst_all:.2e}")
+    print(f"  backbone as an ONNX black box: top-1 agrees on {agree}/{len(files)}, softmax max abs difference "
+          f"{worst_probs:.2e}")  # fmt: skip
 
 
 if __name__ == "__main__":
