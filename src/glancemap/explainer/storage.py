@@ -118,6 +118,9 @@ def load_explainer(
     def resolve(role: str, given: Classifier | None) -> Classifier:
         if given is None:
             given = network_from_config(cfg, role)
+            names = cfg.get("class_names")
+            if role == "backbone" and names and len(names) == given.num_classes:
+                given.class_names = list(names)  # the names it was trained with (a file, ImageFolder folders)
         _check_model(role, cfg[role], given)
         return given
 

@@ -264,14 +264,35 @@ def _lite_weights_path(package: str) -> Path:
     return files[0]
 
 
+def _built_for(build: Callable[[int | None], nn.Module], weights: str | None, num_classes: int | None) -> nn.Module:
+    """``build(num_classes)`` with the local weights file ``weights`` loaded into it. Without
+    ``num_classes``, a fine-tuned file's class count is read off its classifier layer, so a
+    checkpoint with K != 1000 outputs loads as it is."""
+    model = build(num_classes)
+    if weights in (None, RANDOM_WEIGHTS):
+        return model
+    state = _read_state_dict(weights)
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    fc = find_linear_classifier(model)
+    if num_classes is None and fc is not None:
+        prefix = next(n for n, m in model.named_modules() if m is fc)
+        w = state.get(f"{prefix}.weight")
+        if w is not None and w.ndim == 2 and w.shape[0] != fc.out_features:
+            model = build(int(w.shape[0]))
+    _load_state_dict(model, state, str(weights))
+    return model
+
+
 def _timm_classifier(arch: str, weights: str | None, name: str, num_classes: int | None) -> Classifier:
     import timm
 
     pretrained = weights is None
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    model = timm.create_model(arch, pretrained=pretrained, **kwargs)
-    if weights not in (None, RANDOM_WEIGHTS):
-        _load_state_dict(model, _read_state_dict(weights), str(weights))
+    model = _built_for(
+        lambda k: timm.create_model(arch, pretrained=pretrained, **({} if k is None else {"num_classes": k})),
+        weights,
+        num_classes,
+    )
     cfg = timm.data.resolve_data_config({}, model=model)
     k = model.num_classes
     names = imagenet_class_names() if k == 1000 else None
@@ -303,10 +324,10 @@ def _torchvision_classifier(arch: str, weights: str | None, name: str, num_class
         model = builder(weights=enum, **kwargs)  # downloads: needs internet
         names = list(enum.meta["categories"])
     else:
-        model = builder(weights=None, **kwargs)
-        if weights != RANDOM_WEIGHTS:
-            _load_state_dict(model, _read_state_dict(weights), str(weights))
-        k = num_classes or 1000
+        model = _built_for(
+            lambda k: builder(weights=None, **({} if k is None else {"num_classes": k})), weights, num_classes
+        )
+        k = find_linear_classifier(model).out_features if find_linear_classifier(model) else (num_classes or 1000)
         names = imagenet_class_names() if k == 1000 else [f"class {i}" for i in range(k)]
     size = _TV_INPUT.get(arch, 224)
     return Classifier(model, name=name, input_size=size, class_names=names, source="torchvision")
@@ -347,6 +368,7 @@ def load_classifier(
     weights: str | os.PathLike | None = None,
     *,
     num_classes: int | None = None,
+    class_names: Sequence[str] | str | os.PathLike | None = None,
     device: str | torch.device | None = None,
 ) -> Classifier:
     """Loads a frozen classifier that takes [0,1] RGB and returns logits.
@@ -361,7 +383,8 @@ def load_classifier(
             timm/torchvision), ``"random"`` for random initialisation (from a fixed seed: the same
             network every time), or a local
             ``.safetensors``/``.pth`` state_dict (torch files load with ``weights_only=True``).
-        num_classes: override the class count (for a local fine-tuned file).
+        num_classes: the class count of a local fine-tuned file (default: read off its classifier layer).
+        class_names: the classes' names, or a text file with one name per line.
         device: where to put the model.
     """
     weights = None if weights is None else str(weights)
@@ -396,6 +419,8 @@ def load_classifier(
     clf.freeze()
     clf.channels_last = name not in _REGISTRY and clf.differentiable  # a registered factory may wrap any module
     clf.weights_ref = weights  # recorded in explainer configs so they can rebuild it
+    if class_names is not None:
+        clf.class_names = read_class_names(class_names, clf.num_classes)
     if device is not None:
         clf.to(device)
     return clf
@@ -410,6 +435,32 @@ def _seeded(weights: str | None):
     stack.enter_context(torch.random.fork_rng(devices=[]))
     torch.manual_seed(0)
     return stack
+
+
+def read_class_names(names: Sequence[str] | str | os.PathLike, expected: int | None = None) -> list[str]:
+    """A list of class names, or a text file with one per line (blank lines skipped); with
+    ``expected``, the count must match the classifier's outputs."""
+    where = "the class names given"
+    if isinstance(names, (str, os.PathLike)):
+        path = Path(names)
+        try:
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read class names from {path}: {exc}") from None
+        where = str(path)
+    names = [str(n) for n in names]
+    if expected is not None and len(names) != expected:
+        raise ValueError(f"{where}: {len(names)} class names for a classifier with {expected} outputs")
+    return names
+
+
+def folder_class_names(folder: str | os.PathLike) -> list[str]:
+    """The ImageFolder convention: one subfolder per class, classes in sorted order of the names."""
+    folder = Path(folder)
+    names = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not names:
+        raise ValueError(f"{folder} has no subfolders to take class names from (ImageFolder layout)")
+    return names
 
 
 def _is_torchvision_model(arch: str) -> bool:

@@ -51,6 +51,11 @@ class TrainConfig:
         "efficientnet_lite2", "classifier to explain (a registered name, timm:NAME, torchvision:NAME)"
     )
     backbone_weights: str | None = option(None, "local weights file of the backbone, or 'random'")
+    class_names: str | None = option(
+        None,
+        "the backbone's class names: a text file with one per line, or 'folders' for the subfolder names of the "
+        "(single) data folder, ImageFolder-style; stored in the explainer",
+    )
     auxiliary: str = option("efficientnet_lite0", "frozen feature network")
     auxiliary_weights: str | None = option(None, "local weights file of the auxiliary, or 'random'")
     layers: list[str] | None = option(

@@ -24,6 +24,8 @@ def build_explainer(
     (see ``TrainConfig.init``)."""
     if backbone is None:
         backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
+    if config.class_names:
+        backbone.class_names = config_class_names(config, backbone.num_classes)
     auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
     size = tuple(config.aux_input_size) if config.aux_input_size else None
     explainer = PTameExplainer(
@@ -86,3 +88,15 @@ def calibration_batch(explainer: PTameExplainer, files: Sequence[Path], config: 
     g = torch.Generator().manual_seed(config.seed)
     pick = torch.randperm(len(files), generator=g)[: max(config.batch_size, 8)].tolist()
     return torch.stack([transform(load_image(files[i])) for i in pick])
+
+
+def config_class_names(config: TrainConfig, expected: int) -> list[str]:
+    """The class names ``config.class_names`` asks for: a file's lines, or the data folder's subfolders."""
+    from ..models.classifier import folder_class_names, read_class_names
+
+    if config.class_names == "folders":
+        folders = [d for d in config.data if Path(d).is_dir()]
+        if len(folders) != 1:
+            raise ValueError("class_names='folders' needs exactly one data folder (its subfolders name the classes)")
+        return read_class_names(folder_class_names(folders[0]), expected)
+    return read_class_names(config.class_names, expected)
