@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from glancemap import load_classifier, load_explainer
+from glancemap import PTameExplainer, load_classifier, load_explainer
 from glancemap.cli import main
 
-from .conftest import TINY_BACKBONE, write_images
+from .conftest import TINY_AUX, TINY_BACKBONE, write_images
 from .test_training import TINY
 
 
@@ -66,3 +66,26 @@ def test_imagefolder_names_reach_the_explainer_and_its_outputs(tmp_path, capsys)
                  "--top-k", "2"]) == 0  # fmt: skip
     summary = json.loads((maps / "summary.json").read_text())["explained"]
     assert all(set(e["names"]) <= {"crack", "dent", "scratch"} for e in summary.values())
+
+
+def test_a_hugging_face_classifier_from_a_local_folder(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="the hf extra is not installed")
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+        intermediate_size=37, num_labels=3, id2label={0: "cat", 1: "dog", 2: "fox"},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = transformers.ViTForImageClassification(config).eval()  # random init: nothing downloaded
+    hf.save_pretrained(tmp_path / "vit")
+    processor = transformers.ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.25] * 3
+    )
+    processor.save_pretrained(tmp_path / "vit")
+    clf = load_classifier(f"hf:{tmp_path / 'vit'}")
+    assert clf.class_names == ["cat", "dog", "fox"] and clf.input_size == (32, 32)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(clf(x), hf(pixel_values=(x - 0.5) / 0.25).logits, atol=1e-5)  # ModelOutput unwrapped
+    explainer = PTameExplainer(clf, load_classifier(TINY_AUX, "random"))  # explained end to end
+    assert explainer(x).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="cannot load the Hugging Face image classifier"):
+        load_classifier(f"hf:{tmp_path / 'vit' / 'config.json'}")  # a file, not a model folder

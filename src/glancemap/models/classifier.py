@@ -378,7 +378,8 @@ def load_classifier(
             ``torchvision:<name>``, or a bare name: torchvision's classification models
             win (the paper's VGG-16, ResNet-50, ViT-B/16 are torchvision's), then timm's;
             ``onnx:<file>`` runs an ONNX classifier with ONNX Runtime as a black box
-            (:mod:`glancemap.models.blackbox`).
+            (:mod:`glancemap.models.blackbox`); ``hf:<model id or folder>`` loads a Hugging Face
+            ``transformers`` image classifier (:mod:`glancemap.models.huggingface`).
         weights: ``None`` for the model's default pretrained weights (downloads for
             timm/torchvision), ``"random"`` for random initialisation (from a fixed seed: the same
             network every time), or a local
@@ -395,6 +396,12 @@ def load_classifier(
     if name in _REGISTRY:
         clf = _REGISTRY[name](weights)
         clf.name, clf.source = name, "registered"
+    elif source == "hf":
+        from .huggingface import hf_classifier
+
+        if weights is not None:
+            raise ValueError(f"{name!r} holds its own weights; do not pass weights={weights!r}")
+        clf = hf_classifier(arch, name)
     elif source == "onnx":
         from .blackbox import onnx_classifier
 
@@ -417,7 +424,8 @@ def load_classifier(
             "with glancemap.Classifier(...)"
         )
     clf.freeze()
-    clf.channels_last = name not in _REGISTRY and clf.differentiable  # a registered factory may wrap any module
+    # a registered factory or a transformers model may .view() its input: only the networks built here go channels-last
+    clf.channels_last = name not in _REGISTRY and clf.differentiable and source != "hf"
     clf.weights_ref = weights  # recorded in explainer configs so they can rebuild it
     if class_names is not None:
         clf.class_names = read_class_names(class_names, clf.num_classes)
