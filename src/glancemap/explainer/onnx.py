@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..methods.base import Explainer, Targets, check_images
+from ..onnxfile import write_onnx
 from .explainer import PTameExplainer
 from .networks import _check_model, network_from_config
 
@@ -58,36 +58,16 @@ def export_onnx(explainer: PTameExplainer, path: str | os.PathLike, variant: str
     """Writes ``explainer`` as one ONNX file (see the module's docstring for the two variants)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
-    try:
-        import onnx
-    except ImportError as exc:
-        raise ImportError("exporting to ONNX needs onnx and onnxscript: pip install 'glancemap[onnx]'") from exc
-
     explainer = explainer.to("cpu").eval()
     images = torch.rand(2, 3, *explainer.input_size)
-    batch = torch.export.Dim("batch", min=1, max=4096)
     if variant == "maps":
         graph: nn.Module = _MapsGraph(explainer)
         args: tuple = (images, torch.zeros(2, dtype=torch.long))
-        names, shapes = ["images", "classes"], {"images": {0: batch}, "classes": {0: batch}}
+        names = ["images", "classes"]
     else:
-        graph, args, names, shapes = _AllMapsGraph(explainer), (images,), ["images"], {"images": {0: batch}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
-        program = torch.onnx.export(
-            graph.eval(), args, dynamic_shapes=shapes, input_names=names, output_names=["maps"],
-            opset_version=opset, dynamo=True, verbose=False,
-        )  # fmt: skip
-    model = program.model_proto
+        graph, args, names = _AllMapsGraph(explainer), (images,), ["images"]
     meta = {"format": ONNX_FORMAT, "variant": variant, "config": json.dumps(explainer.config())}
-    for key, value in meta.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
-    return path
+    return write_onnx(graph, args, path, names, "maps", meta, opset)
 
 
 class OnnxExplainer(Explainer):

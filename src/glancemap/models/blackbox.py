@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..onnxfile import write_onnx
 from .classifier import Classifier, imagenet_class_names
 
 
@@ -121,18 +122,6 @@ def onnx_classifier(path: str | os.PathLike, name: str | None = None, outputs: s
 def export_classifier_onnx(classifier: Classifier, path: str | os.PathLike, opset: int = 18) -> Path:
     """Writes ``classifier`` (its normalization included: it takes [0,1] RGB) as an ONNX file that
     :func:`onnx_classifier` loads, dynamic batch, with its class names in the metadata."""
-    import onnx
-
-    batch = torch.export.Dim("batch", min=1, max=4096)
     images = torch.rand(2, 3, *classifier.input_size)
-    with torch.no_grad():
-        program = torch.onnx.export(
-            classifier.cpu().eval(), (images,), dynamic_shapes=({0: batch},), input_names=["images"],
-            output_names=["logits"], opset_version=opset, dynamo=True, verbose=False,
-        )  # fmt: skip
-    model = program.model_proto
-    for key, value in {"class_names": json.dumps(classifier.class_names), "outputs": "logits"}.items():
-        model.metadata_props.add(key=key, value=value)
-    path = Path(path)
-    onnx.save(model, str(path))
-    return path
+    meta = {"class_names": json.dumps(classifier.class_names), "outputs": "logits"}
+    return write_onnx(classifier.cpu(), (images,), path, ["images"], "logits", meta, opset)
