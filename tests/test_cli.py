@@ -52,40 +52,10 @@ def test_recipe_options_reach_the_saved_explainer(tmp_path, image_folder, capsys
     assert (weights["destroy"], weights["rank_destroy"]) == (1.0, 2.0)
     assert weights["rank_fractions"] == [0.2, 0.4]
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "train",
-                str(image_folder),
-                "--out",
-                str(tmp_path / "bad"),
-                "--max-steps",
-                "1",
-                *TINY,
-                "--experimental",
-                "rank_destroy=1",
-                "rank_fractions=0.6,0.3",
-            ]
-        )
-        == 2
-    )
+    bad = ["train", str(image_folder), "--out", str(tmp_path / "bad"), "--max-steps", "1", *TINY, "--experimental"]
+    assert main([*bad, "rank_destroy=1", "rank_fractions=0.6,0.3"]) == 2
     assert "rank_fractions must satisfy" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "train",
-                str(image_folder),
-                "--out",
-                str(tmp_path / "bad"),
-                "--max-steps",
-                "1",
-                *TINY,
-                "--experimental",
-                "destroy_fill=1",
-            ]
-        )
-        == 2
-    )
+    assert main([*bad, "destroy_fill=1"]) == 2
     assert "--experimental wants KEY=VALUE" in capsys.readouterr().err
 
 

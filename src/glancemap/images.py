@@ -129,10 +129,13 @@ def image_batches(
     files: Sequence[Path], transform: Callable, batch_size: int, log: BadFileLog
 ) -> Iterator[tuple[list[Path], torch.Tensor]]:
     """The readable files of ``files`` in batches: ``(files, (b,3,H,W) tensor)`` per batch of up to
-    ``batch_size``; unreadable files are reported to ``log`` and left out (a batch of none is skipped)."""
+    ``batch_size``; unreadable files are reported to ``log`` and left out (a batch of none is skipped),
+    and files the log already holds are not read again."""
     for start in range(0, len(files), batch_size):
         chunk, tensors = [], []
         for f in files[start : start + batch_size]:
+            if str(f) in log.seen:
+                continue
             try:
                 tensors.append(transform(load_image(f)))
                 chunk.append(f)

@@ -9,9 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from ..images import BadFileLog, BadImageError, load_image
+from ..images import BadFileLog, image_batches
 from ..methods import METHODS, MethodContext, create_method, explainer_identity
 from .scoring import MetricConfig, score_batch
 from .tables import result_records
@@ -141,25 +139,14 @@ def run_evaluation(
                 disable=not progress,
                 dynamic_ncols=True,
             )
-            for start in range(0, len(todo), batch_size):
-                chunk, tensors = [], []
-                for f in todo[start : start + batch_size]:
-                    if str(f) in bad.seen:  # found unreadable for an earlier method: not read again
-                        bar.update(1)
-                        continue
-                    try:
-                        tensors.append(transform(load_image(f)))
-                        chunk.append(f)
-                    except BadImageError as exc:
-                        bad.report(f, str(exc))
-                        bar.update(1)
-                if not chunk:
-                    continue
-                images = torch.stack(tensors).to(backbone.device)
+            # files found unreadable for an earlier method are in `bad` and are not read again
+            for chunk, images in image_batches(todo, transform, batch_size, bad):
+                images = images.to(backbone.device)
                 for f, rec in zip(chunk, score_batch(backbone, method, images, run.config)):
                     sink.write(json.dumps({"method": name, "file": str(f)} | rec) + "\n")
                 sink.flush()
                 os.fsync(sink.fileno())
                 bar.update(len(chunk))
+            bar.update(bar.total - bar.n)  # the unreadable files
             bar.close()
     return run.results

@@ -25,10 +25,10 @@ def _check_model(role: str, expected: dict, got: Classifier) -> None:
             f"the given one has {got.num_classes}"
         )
     # configs written before fingerprints were recorded carry none: nothing to compare
-    if expected.get("fingerprint") and got.fingerprint() != expected["fingerprint"]:
+    if expected.get("fingerprint") and (mine := got.fingerprint()) != expected["fingerprint"]:
         raise ExplainerMismatchError(
             f"this explainer was trained for {role} {expected['name']!r} with other weights (fingerprint "
-            f"{expected['fingerprint']}, the given network's is {got.fingerprint()}); its maps would not "
+            f"{expected['fingerprint']}, the given network's is {mine}); its maps would not "
             f"explain this network: train one for it with 'glancemap train'"
         )
 

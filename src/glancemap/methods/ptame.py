@@ -16,17 +16,19 @@ def explainer_identity(explainer: Any, extra_aux_sizes=None) -> dict:
     """What makes two runs of an explainer the same method: its head file's hash and, when it
     explains at several auxiliary sizes, those sizes (absent for single-pass maps)."""
     if hasattr(explainer, "identity_file"):  # an exported (ONNX) explainer: the file is the explainer
-        ident = {"explainer_onnx_sha256": hashlib.sha256(explainer.identity_file().read_bytes()).hexdigest()[:16]}
-        sizes = explainer.extra_aux_sizes if extra_aux_sizes is None else extra_aux_sizes
-        return ident | ({"extra_aux_sizes": [list(s) for s in sizes]} if sizes else {})
-    source = getattr(explainer, "source_dir", None)
-    if source is None:
+        ident = {"explainer_onnx_sha256": _sha256(explainer.identity_file())}
+    elif getattr(explainer, "source_dir", None) is not None:
+        ident = {"explainer_head_sha256": _sha256(explainer.source_dir / "head.safetensors")}
+    else:
         raise ValueError("an explainer's identity needs the folder it was loaded from (load_explainer sets it)")
-    ident = {"explainer_head_sha256": hashlib.sha256((source / "head.safetensors").read_bytes()).hexdigest()[:16]}
     sizes = explainer.extra_aux_sizes if extra_aux_sizes is None else extra_aux_sizes
-    if sizes:
+    if sizes:  # absent for single-pass maps, so older result folders stay valid
         ident["extra_aux_sizes"] = [list(s) for s in sizes]
     return ident
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _single(ctx: MethodContext):

@@ -434,15 +434,16 @@ def load_classifier(
     return clf
 
 
+@contextlib.contextmanager
 def _seeded(weights: str | None):
     """``"random"`` weights are drawn from a fixed seed, without touching the caller's random state, so
     the same name always gives the same network (an explainer trained on it can be reloaded)."""
     if weights != RANDOM_WEIGHTS:
-        return contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.random.fork_rng(devices=[]))
-    torch.manual_seed(0)
-    return stack
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
 
 
 def read_class_names(names: Sequence[str] | str | os.PathLike, expected: int | None = None) -> list[str]:
