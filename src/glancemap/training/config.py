@@ -16,7 +16,7 @@ class Preset:
     note: str
 
 
-# The paper's tuned values per backbone; "default" is the general setting.
+# The paper's tuned values per backbone; "default" is glancemap's general setting.
 PRESETS: dict[str, Preset] = {
     "default": Preset(LossWeights(), 1e-4, "general defaults"),
     "paper-vgg16": Preset(LossWeights(ce=0.07278, area=0.977712, tv=1e-4), 0.13324, "P-TAME paper, VGG-16"),
