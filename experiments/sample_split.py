@@ -4,6 +4,8 @@
 
 ``train.txt``: images whose ``labels.csv`` index has ``index % 5 != 0`` (800);
 ``dev.txt``: the rest (200), whose classes never occur in training.
+``rin9_train.txt`` / ``rin9_dev.txt``: the images of each split whose class lies in one of the
+9 RestrictedImageNet superclasses (161 / 42), for the ``restricted_imagenet9`` backbone.
 """
 
 from __future__ import annotations
@@ -14,15 +16,21 @@ import os
 from pathlib import Path
 
 
-def imagenet_sample_split(root: str | os.PathLike, split: str) -> list[Path]:
-    """The sample's files of ``split``: ``train`` = ``index % 5 != 0``, ``dev`` = ``index % 5 == 0``."""
+def imagenet_sample_split(root: str | os.PathLike, split: str, restricted: bool = False) -> list[Path]:
+    """The sample's files of ``split``: ``train`` = ``index % 5 != 0``, ``dev`` = ``index % 5 == 0``;
+    with ``restricted``, only those whose class is in a RestrictedImageNet-9 superclass."""
     if split not in ("train", "dev"):
         raise ValueError("split must be 'train' or 'dev'")
     root = Path(root)
     with open(root / "labels.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    in_dev = [int(r["index"]) % 5 == 0 for r in rows]
-    return [root / r["file"] for r, dev in zip(rows, in_dev) if dev == (split == "dev")]
+    keep = [int(r["index"]) % 5 == 0 if split == "dev" else int(r["index"]) % 5 != 0 for r in rows]
+    if restricted:
+        from glancemap.models.grouped import RESTRICTED_IMAGENET9
+
+        ranges = RESTRICTED_IMAGENET9.values()
+        keep = [k and any(lo <= int(r["index"]) <= hi for lo, hi in ranges) for k, r in zip(keep, rows)]
+    return [root / r["file"] for r, k in zip(rows, keep) if k]
 
 
 def main() -> None:
@@ -32,10 +40,12 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "dev"):
-        files = imagenet_sample_split(args.root, split)
-        (out / f"{split}.txt").write_text("".join(f"{Path(f).resolve()}\n" for f in files))
-        print(f"{split}: {len(files)} files -> {out / (split + '.txt')}")
+    for prefix, restricted in (("", False), ("rin9_", True)):
+        for split in ("train", "dev"):
+            files = imagenet_sample_split(args.root, split, restricted)
+            path = out / f"{prefix}{split}.txt"
+            path.write_text("".join(f"{Path(f).resolve()}\n" for f in files))
+            print(f"{prefix}{split}: {len(files)} files -> {path}")
 
 
 if __name__ == "__main__":

@@ -158,8 +158,14 @@ def test_shared_head_round_trip_rebuilds_readout_from_auxiliary(tmp_path, tiny_b
 
 def test_shared_head_needs_the_backbones_classes_on_the_auxiliary(tiny_aux):
     ten = load_classifier("test_efficientnet", "random", num_classes=10)
-    with pytest.raises(ValueError, match="same classes as backbone"):
+    with pytest.raises(ValueError, match="does not have backbone .* classes, so give a readout"):
         PTameExplainer(ten, tiny_aux, head="shared")
+    d = tiny_aux.model.num_features
+    with pytest.raises(ValueError, match="does not fit K=10 classes"):
+        PTameExplainer(ten, tiny_aux, head="shared", readout=torch.zeros(9, d))
+    shared = PTameExplainer(ten, tiny_aux, head="shared", readout=torch.randn(10, d))
+    assert shared.head.kind == "shared" and shared.config()["readout"] == "distilled"
+    assert "readout" in shared.head.state_dict()  # a distilled readout is saved with the head
     with pytest.raises(ValueError, match="unknown head"):
         PTameExplainer(ten, tiny_aux, head="tiny")
 

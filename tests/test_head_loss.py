@@ -88,7 +88,7 @@ def test_total_variation_by_hand():
 
 
 def test_loss_combines_terms_with_weights():
-    w = LossWeights(ce=2.0, area=3.0, tv=0.5, p_area=1.0, beta=0.0)
+    w = LossWeights(ce=2.0, area=3.0, tv=0.5, p_area=1.0, beta=0.0, destroy=0.0)
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     targets = torch.tensor([0, 1])
     maps = torch.rand(2, 2, 5, 5)
@@ -124,7 +124,7 @@ def test_destroy_term_by_hand():
     targets = torch.tensor([0, 0])
     assert destroy_loss(logits, targets).item() == pytest.approx((math.log(2) + math.log(4)) / 2, rel=1e-5)
     maps = torch.rand(2, 2, 4, 4)
-    plain, _ = PTameLoss(LossWeights())(logits, targets, maps)
+    plain, _ = PTameLoss(LossWeights(destroy=0.0))(logits, targets, maps)
     total, terms = PTameLoss(LossWeights(destroy=2.0))(logits, targets, maps, logits_removed=logits)
     assert total.item() == pytest.approx(plain.item() + 2.0 * terms["destroy"].item(), rel=1e-6)
     with pytest.raises(ValueError, match="destroy term"):
@@ -262,12 +262,14 @@ def test_rank_destroy_term_by_hand():
     logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
     targets = torch.tensor([0, 0])
     maps = torch.rand(2, 2, 4, 4)
-    plain, _ = PTameLoss(LossWeights())(logits, targets, maps)
-    total, terms = PTameLoss(LossWeights(rank_destroy=0.5))(logits, targets, maps, logits_rank_removed=logits)
+    plain, _ = PTameLoss(LossWeights(destroy=0.0))(logits, targets, maps)
+    total, terms = PTameLoss(LossWeights(destroy=0.0, rank_destroy=0.5))(
+        logits, targets, maps, logits_rank_removed=logits
+    )
     assert terms["rank_destroy"].item() == pytest.approx((math.log(2) + math.log(4)) / 2, rel=1e-5)
     assert total.item() == pytest.approx(plain.item() + 0.5 * terms["rank_destroy"].item(), rel=1e-6)
     with pytest.raises(ValueError, match="rank_destroy term"):
-        PTameLoss(LossWeights(rank_destroy=1.0))(logits, targets, maps)
+        PTameLoss(LossWeights(destroy=0.0, rank_destroy=1.0))(logits, targets, maps)
     with pytest.raises(ValueError, match="rank_fractions"):
         LossWeights(rank_fractions=(0.5, 0.2))
     assert LossWeights(rank_fractions=[0.2, 0.4]).rank_fractions == (0.2, 0.4)

@@ -129,7 +129,7 @@ def test_resume_refuses_other_settings(tmp_path, image_folder):
 
 def test_resume_may_lower_the_learning_rate_and_logs_it(tmp_path, image_folder, monkeypatch):
     """The advice after a divergence (resume with a lower --lr) must be possible."""
-    interrupted_run(monkeypatch, _config(tmp_path, image_folder, epochs=2), after_steps=2)
+    interrupted_run(monkeypatch, _config(tmp_path, image_folder, epochs=2, lr=1e-4), after_steps=2)
     explainer = train(_config(tmp_path, image_folder, epochs=2, lr=1e-5), resume=True, progress_bar=False)
     log = _log(tmp_path / "run")
     assert [r["step"] for r in log if "event" not in r] == [1, 2, 3, 4, 5, 6]
@@ -278,16 +278,29 @@ def test_shared_head_trains_saves_and_reloads(tmp_path, image_folder):
         train(_config(tmp_path, image_folder, max_steps=3, head="per-class", lr=1e-2), resume=True, progress_bar=False)
 
 
-def test_auto_head_falls_back_to_per_class_when_the_auxiliary_has_other_classes(tmp_path, image_folder):
+def test_other_label_sets_get_a_distilled_readout_and_the_paper_recipe_no_readout(tmp_path, image_folder, capsys):
+    from glancemap.images import list_images
     from glancemap.models import load_classifier
     from glancemap.training import build_explainer
 
-    cfg = _config(tmp_path, image_folder)  # head="auto"
-    assert build_explainer(cfg, torch.device("cpu")).head.kind == "shared"
+    cpu = torch.device("cpu")
+    files = list_images([str(image_folder)])[:8]
+    cfg = _config(tmp_path, image_folder)  # head="auto", init="aux-cam"
+    assert build_explainer(cfg, cpu, files).head.kind == "shared"
+    assert "its own classifier" in capsys.readouterr().err
     ten = load_classifier(TINY_BACKBONE, "random", num_classes=10)
-    assert build_explainer(cfg, torch.device("cpu"), backbone=ten).head.kind == "per-class"
-    with pytest.raises(ValueError, match="same classes as backbone"):
-        build_explainer(replace(cfg, head="shared"), torch.device("cpu"), backbone=ten)
+    distilled = build_explainer(cfg, cpu, files, backbone=ten)
+    assert distilled.head.kind == "shared" and distilled.config()["readout"] == "distilled"
+    assert "readout distilled from the backbone on 8 images" in capsys.readouterr().err
+    assert distilled.training_info["readout"]["images"] == 8
+    # the start is the distilled readout's CAM: the head's class weights read the last stage with it
+    weight, _ = distilled.head.class_weights(None)
+    last = distilled.head.channels[-1]
+    assert torch.count_nonzero(weight[:, :-last]) == 0 and torch.count_nonzero(weight[:, -last:]) > 0
+    with pytest.raises(ValueError, match="needs a readout distilled on training images"):
+        build_explainer(cfg, cpu, backbone=ten)
+    paper = build_explainer(replace(cfg, init="paper"), cpu, files, backbone=ten)
+    assert paper.head.kind == "per-class" and "the paper's recipe" in capsys.readouterr().err
 
 
 def test_scale_augmentation_draws_sides_per_step_reproducibly(tmp_path, image_folder, monkeypatch):

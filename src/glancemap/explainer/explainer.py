@@ -58,10 +58,12 @@ class PTameExplainer(nn.Module, Explainer):
             one auxiliary pass each. Empty (the default) is the paper's single pass.
         head_bias: bias on the fusion conv of the per-class head (the paper's has none).
         head: ``"per-class"`` (the paper's: each class its own fusion weights),
-            ``"shared"`` (one learned projection read through the auxiliary's
-            classifier, so every class is trained; needs the backbone's classes
-            on the auxiliary) or ``"auto"`` (shared where possible). See
-            :mod:`glancemap.explainer.head`.
+            ``"shared"`` (one learned projection read through a classifier over the
+            auxiliary's last features, so every class is trained) or ``"auto"``
+            (shared where there is such a classifier). See :mod:`glancemap.explainer.head`.
+        readout: ``(K, D)`` weights of that classifier, for a backbone whose classes the
+            auxiliary does not have (see :mod:`glancemap.training.readout`); default: the
+            auxiliary's own classifier, when it has the backbone's classes.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class PTameExplainer(nn.Module, Explainer):
         head_bias: bool = False,
         head: str = "per-class",
         extra_aux_sizes: Sequence[tuple[int, int]] = (),
+        readout: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone.freeze()
@@ -81,19 +84,29 @@ class PTameExplainer(nn.Module, Explainer):
         shapes = self.features.feature_shapes()
         channels = [s[0] for s in shapes]
         self.head: FusionHead
-        cam = self.features.cam_weights(backbone.class_names) if head in ("shared", "auto") else None
+        if readout is not None and tuple(readout.shape) != (backbone.num_classes, channels[-1]):
+            raise ValueError(
+                f"readout of shape {tuple(readout.shape)} does not fit K={backbone.num_classes} classes "
+                f"and {channels[-1]} channels of the last auxiliary layer"
+            )
+        if readout is None and head in ("shared", "auto"):
+            cam = self.features.cam_weights(backbone.class_names)
+            readout = None if cam is None else cam[0]
+            stored = False
+        else:
+            stored = readout is not None
         if head == "auto":
-            head = "per-class" if cam is None else "shared"
+            head = "per-class" if readout is None else "shared"
         if head == "per-class":
             self.head = AttentionHead(channels, backbone.num_classes, bias=head_bias)
         elif head == "shared":
-            if cam is None:
+            if readout is None:
                 raise ValueError(
-                    f"the shared head reads maps through auxiliary {auxiliary.name!r}'s classifier, which needs "
-                    f"its last layer to feed that classifier and the same classes as backbone {backbone.name!r}; "
-                    "use head='per-class'"
+                    f"the shared head reads maps through a classifier over auxiliary {auxiliary.name!r}'s last "
+                    f"layer; its own classifier does not have backbone {backbone.name!r}'s classes, so give a "
+                    "readout (glancemap.training.readout.distill_readout) or use head='per-class'"
                 )
-            self.head = SharedReadoutHead(channels, cam[0])
+            self.head = SharedReadoutHead(channels, readout, stored=stored)
         else:
             raise ValueError(f"unknown head {head!r}: use 'per-class', 'shared' or 'auto'")
         self.head.to(auxiliary.device)
@@ -215,6 +228,9 @@ class PTameExplainer(nn.Module, Explainer):
             "feature_channels": self.head.channels,
             "head": self.head.kind,
             "head_bias": self.head.has_bias,
+            "readout": ("distilled" if self.head.stored else "auxiliary")
+            if isinstance(self.head, SharedReadoutHead)
+            else None,
             "class_names": self.class_names,
             "training": self.training_info,
         }

@@ -177,21 +177,26 @@ class SharedReadoutHead(FusionHead):
 
     Class c's fusion weights are ``readout[c] @ projection``: ``projection``
     ``(D, sum C)`` maps every stage into the auxiliary classifier's D-dim input
-    space and is shared by all classes; ``readout`` ``(K, D)`` is the frozen
-    auxiliary classifier (not saved; rebuilt from the auxiliary). Every trainable
+    space and is shared by all classes; ``readout`` ``(K, D)`` is frozen: the
+    auxiliary's own classifier when it has the backbone's classes (not saved;
+    rebuilt from the auxiliary), else one distilled from the backbone's outputs
+    (:mod:`glancemap.training.readout`; saved with the head). Every trainable
     weight therefore learns from every training image, so classes never seen in
-    training get trained maps too. Needs an auxiliary with the backbone's classes.
+    training get trained maps too.
 
     Args:
         channels: channels of each feature map, shallow to deep (the last must be D).
-        readout: ``(K, D)`` classifier weights of the auxiliary.
+        readout: ``(K, D)`` classifier weights over the last stage's pooled features.
+        stored: save ``readout`` in the head's state (a distilled readout), instead of
+            rebuilding it from the auxiliary.
     """
 
     kind = "shared"
 
-    def __init__(self, channels: Sequence[int], readout: torch.Tensor) -> None:
+    def __init__(self, channels: Sequence[int], readout: torch.Tensor, stored: bool = False) -> None:
         super().__init__(channels, readout.shape[0])
-        self.register_buffer("readout", readout.detach().clone().float(), persistent=False)
+        self.stored = stored
+        self.register_buffer("readout", readout.detach().clone().float(), persistent=stored)
         self.projection = nn.Parameter(torch.empty(readout.shape[1], sum(self.channels)))
         self.offset = nn.Parameter(torch.zeros(1))
         nn.init.normal_(self.projection, std=readout.shape[1] ** -0.5)

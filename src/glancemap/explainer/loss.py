@@ -32,7 +32,7 @@ class LossWeights:
     beta: float = field(default=0.3, metadata={"help": "weight of the border in the TV term", "range": NON_NEGATIVE})
     area_eps: float = 0.0005
     destroy: float = field(
-        default=0.0,
+        default=3.0,
         metadata={
             "help": "weight of our removal term: the map's region blurred away must lose the class (0: the paper's)",
             "range": NON_NEGATIVE,

@@ -141,6 +141,10 @@ def load_explainer(
         head_bias=bool(cfg.get("head_bias", False)),
         head=cfg.get("head", "per-class"),
         extra_aux_sizes=[tuple(s) for s in cfg.get("extra_aux_sizes", [])],
+        # a distilled readout is stored with the head: a placeholder of its shape, filled from the file below
+        readout=torch.zeros(cfg["num_classes"], cfg["feature_channels"][-1])
+        if cfg.get("head") == "shared" and cfg.get("readout") == "distilled"
+        else None,
     )
     if explainer.head.channels != list(cfg["feature_channels"]):
         raise ExplainerMismatchError(

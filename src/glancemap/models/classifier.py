@@ -358,6 +358,7 @@ def register_classifier(name: str, factory: Callable[[str | None], Classifier]) 
 def available_classifiers() -> dict[str, str]:
     """Names glancemap resolves without a prefix, with where they come from."""
     out = {n: "built-in offline ImageNet weights" for n in _LITE_PACKAGES}
+    out["restricted_imagenet9"] = "built-in: efficientnet_lite2 pooled into 9 superclasses (models/grouped.py)"
     out.update({n: "registered" for n in _REGISTRY})
     out.update({"torchvision:<name>": "any torchvision classification model", "timm:<name>": "any timm model"})
     return out
@@ -374,7 +375,8 @@ def load_classifier(
     """Loads a frozen classifier that takes [0,1] RGB and returns logits.
 
     Args:
-        name: ``efficientnet_lite0/1/2`` (offline ImageNet weights), ``timm:<name>``,
+        name: ``efficientnet_lite0/1/2`` (offline ImageNet weights), ``restricted_imagenet9`` (Lite2
+            over 9 superclasses, :mod:`glancemap.models.grouped`), ``timm:<name>``,
             ``torchvision:<name>``, or a bare name: torchvision's classification models
             win (the paper's VGG-16, ResNet-50, ViT-B/16 are torchvision's), then timm's;
             ``onnx:<file>`` runs an ONNX classifier with ONNX Runtime as a black box
@@ -411,6 +413,10 @@ def load_classifier(
     elif source == "" and arch in _LITE_PACKAGES:
         with _seeded(weights):
             clf = _lite_classifier(arch, weights, num_classes)
+    elif source == "" and arch == "restricted_imagenet9":
+        from .grouped import restricted_imagenet9
+
+        clf = restricted_imagenet9(weights)
     elif source in ("", "torchvision") and _is_torchvision_model(arch):
         with _seeded(weights):
             clf = _torchvision_classifier(arch, weights, name, num_classes)
@@ -419,7 +425,7 @@ def load_classifier(
             clf = _timm_classifier(arch, weights, name, num_classes)
     else:
         raise ValueError(
-            f"unknown classifier {name!r}: use efficientnet_lite0/1/2, a torchvision "
+            f"unknown classifier {name!r}: use efficientnet_lite0/1/2, restricted_imagenet9, a torchvision "
             "classification model name, a timm model name, or wrap your own nn.Module "
             "with glancemap.Classifier(...)"
         )

@@ -26,6 +26,7 @@ _RESNET_STAGES = ["layer1", "layer2", "layer3", "layer4"]
 # pattern, feature layers (auxiliary), CAM layer (backbone)
 ARCHITECTURE_LAYERS: list[tuple[str, list[str] | None, str | None]] = [
     ("efficientnet_lite*", _LITE_STAGES, "bn2"),
+    ("restricted_imagenet9", [f"net.{n}" for n in _LITE_STAGES], "net.bn2"),
     ("*tf_efficientnet_lite*", _LITE_STAGES, "bn2"),
     ("*efficientnet_b*", _LITE_STAGES, "bn2"),
     ("*efficientnet*", None, "bn2"),

@@ -10,8 +10,9 @@ import torch
 
 from ..explainer import PTameExplainer
 from ..images import load_image
-from ..models import Classifier, load_classifier
+from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
 from .config import TrainConfig
+from .readout import distill_readout
 
 
 def build_explainer(
@@ -19,49 +20,81 @@ def build_explainer(
     device: torch.device,
     calibration_files: Sequence[Path] | None = None,
     backbone: Classifier | None = None,
+    report: bool = True,
 ) -> PTameExplainer:
     """Backbone (``config.backbone`` unless given), auxiliary and a freshly initialised head
-    (see ``TrainConfig.init``)."""
+    (see ``TrainConfig.init``).
+
+    The auxiliary-CAM start and the shared head read the auxiliary's last features through
+    a classifier of the backbone's classes: the auxiliary's own when it has them, else one
+    distilled from the backbone's outputs on ``calibration_files`` (the training images).
+    ``report`` prints which start and head were chosen, and why.
+    """
     if backbone is None:
         backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
     if config.class_names:
         backbone.class_names = config_class_names(config, backbone.num_classes)
     auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
     size = tuple(config.aux_input_size) if config.aux_input_size else None
+    features = FeatureExtractor(auxiliary, config.layers or default_layers(auxiliary), size)
+    own = features.cam_weights(backbone.class_names)
+    wants_readout = config.init == "aux-cam" or config.head == "shared"
+    readout = None
+    if own is not None:
+        why = f"auxiliary {auxiliary.name} classifies the backbone's {backbone.num_classes} classes: its own classifier"
+    elif not wants_readout:
+        why = "the paper's recipe: no readout"
+    elif not calibration_files:
+        raise ValueError(
+            f"auxiliary {auxiliary.name} does not classify backbone {backbone.name}'s classes, so the start needs "
+            "a readout distilled on training images; none were given"
+        )
+    else:
+        fit = distill_readout(features, backbone, calibration_files, tuple(config.crop_scale), config.seed)
+        readout = fit.weight
+        why = (
+            f"auxiliary {auxiliary.name} does not have backbone {backbone.name}'s {backbone.num_classes} classes: a "
+            f"readout distilled from the backbone on {fit.images} images x {fit.views} views (held-out top-1 "
+            f"agreement {fit.agreement:.2f}, ridge {fit.ridge:g})"
+        )
     explainer = PTameExplainer(
         backbone,
         auxiliary,
-        config.layers,
+        features.layers,
         size,
         head_bias=config.uses_head_bias(),
         head=config.head,  # type: ignore[arg-type]
         extra_aux_sizes=config.extra_aux_sizes,
+        readout=readout,
     )
+    if readout is not None:
+        explainer.training_info["readout"] = fit.info()
     if config.init == "aux-cam":
-        cam = explainer.features.cam_weights(backbone.class_names)
-        if cam is None:
-            print(
-                "glancemap: aux-cam init needs the last auxiliary layer to feed its linear classifier and the same "
-                "classes as the backbone; using the paper's default init instead",
-                file=sys.stderr,
-            )
-        else:
-            explainer.head.init_from_cam(cam[0])
-            if calibration_files:
-                images = calibration_batch(explainer, calibration_files, config)
-                calibrate_cam(explainer, images.to(device), config.cam_keep)
-    elif config.init != "paper":
+        explainer.head.init_from_cam(own[0] if own is not None else readout)  # type: ignore[arg-type]
+        if calibration_files:
+            images = calibration_batch(explainer, calibration_files, config)
+            calibrate_cam(explainer, images.to(device), config.cam_keep)
+        start = "the auxiliary's CAM, calibrated"
+    elif config.init == "paper":
+        start = "the paper's random init"
+    else:
         raise ValueError(f"unknown init {config.init!r}: use 'aux-cam' or 'paper'")
     if config.init_from:
         from ..explainer import load_explainer
 
-        start = load_explainer(config.init_from, backbone=explainer.backbone, auxiliary=explainer.auxiliary)
-        if start.layers != explainer.layers or start.head.state_dict().keys() != explainer.head.state_dict().keys():
+        start_from = load_explainer(config.init_from, backbone=explainer.backbone, auxiliary=explainer.auxiliary)
+        if (
+            start_from.layers != explainer.layers
+            or start_from.head.state_dict().keys() != explainer.head.state_dict().keys()
+        ):
             raise ValueError(
-                f"{config.init_from} has another head layout ({start.head.kind} head, layers {start.layers}); "
-                "cannot start from it"
+                f"{config.init_from} has another head layout ({start_from.head.kind} head, layers "
+                f"{start_from.layers}); cannot start from it"
             )
-        explainer.head.load_state_dict(start.head.state_dict())
+        explainer.head.load_state_dict(start_from.head.state_dict())
+        start = f"the head of {config.init_from}"
+    if report:
+        print(f"glancemap: start: {start}; head: {explainer.head.kind}; readout: {why}", file=sys.stderr)
     return explainer.to(device)
 
 

@@ -37,7 +37,7 @@ from .checkpoint import (
     trim_log,
     unflatten_optimizer,
 )
-from .config import TrainConfig, TrainingDivergedError
+from .config import TrainConfig, TrainingDivergedError, auto_steps
 from .distributed import ResumableDistributedSampler, resolve_device, setup_distributed
 from .init import build_explainer
 from .outdir import claim_folder, data_fingerprint
@@ -141,7 +141,10 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed
     )
     steps_per_epoch = math.ceil(sampler.num_samples / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
+    if config.epochs is None:
+        total_steps = auto_steps(len(files), config.batch_size * env.world_size)
+    else:
+        total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
 
@@ -287,12 +290,14 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         for buf in head.buffers():
             dist.broadcast(buf, src=0)
     explainer.eval()
+    readout = explainer.training_info.get("readout")  # set by build_explainer when it distilled one
     explainer.training_info = {
         "preset": config.preset,
         "loss_weights": config.loss_weights().to_dict(),
         "weight_decay": config.resolved_weight_decay(),
         "init": config.init,
         "head": explainer.head.kind,
+        **({"readout": readout} if readout else {}),
         "train_aux_sides": list(config.train_aux_sides),
         "epochs": config.epochs,
         "steps": step,

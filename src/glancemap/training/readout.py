@@ -1,0 +1,169 @@
+"""A readout distilled from the backbone: the auxiliary's classifier, for the backbone's own classes.
+
+The auxiliary-CAM start and the shared head read the auxiliary's last feature
+map through a linear classifier. When the auxiliary classifies the backbone's
+classes (both ImageNet), its own classifier serves. For any other label set
+(a fine-tuned model, a Hugging Face classifier, pooled superclasses) we fit one:
+a softmax regression from the auxiliary's pooled last-layer features to the
+backbone's output distribution on the training images (soft targets, so no
+labels are needed). Features and targets are computed once, over a few views
+per image, and the ridge strength is picked by cross-validation over images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..images import load_image
+from ..models import Classifier, FeatureExtractor
+
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # per-sample L2 penalty on standardised features
+FOLDS = 5
+TARGET_SAMPLES = 1024  # views per image: enough that images x views reaches this (2..8)
+
+
+@dataclass
+class Readout:
+    """A linear classifier over the auxiliary's pooled last-layer features.
+
+    ``weight`` ``(K, D)`` and ``bias`` ``(K,)`` act on raw pooled features (the CAM reads
+    ``weight`` at every location). ``agreement`` and ``cross_entropy`` are held-out
+    (cross-validated, by image): top-1 agreement with the backbone, and the cross-entropy
+    against its soft outputs; ``backbone_entropy`` is that cross-entropy's floor.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    ridge: float
+    images: int
+    views: int
+    agreement: float
+    cross_entropy: float
+    backbone_entropy: float
+
+    def info(self) -> dict:
+        keys = ("ridge", "images", "views", "agreement", "cross_entropy", "backbone_entropy")
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in ((k, getattr(self, k)) for k in keys)}
+
+
+def views_per_image(n_images: int) -> int:
+    return max(2, min(8, math.ceil(TARGET_SAMPLES / max(n_images, 1))))
+
+
+@torch.no_grad()
+def readout_data(
+    features: FeatureExtractor,
+    backbone: Classifier,
+    files: Sequence[Path],
+    views: int,
+    crop_scale: tuple[float, float] = (0.25, 1.0),
+    seed: int = 0,
+    batch_size: int = 32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled last-layer auxiliary features ``(N, views, D)`` and backbone probabilities
+    ``(N, views, K)``: view 0 is the centre crop, view 1 its mirror image, the others random
+    resized crops (the training crops) with a random flip."""
+    prep = backbone.preprocessing
+    centre, crop = prep.eval_transform(), prep.train_transform(crop_scale)
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # the random crops draw from torch's global generator
+    try:
+        batch: list[torch.Tensor] = []
+        feats, probs = [], []
+
+        def flush() -> None:
+            x = torch.stack(batch).to(backbone.device)
+            feats.append(features(x)[-1].float().mean(dim=(2, 3)).cpu())
+            probs.append(backbone(x).float().softmax(dim=1).cpu())
+            batch.clear()
+
+        for path in files:
+            image = load_image(path)
+            first = centre(image)
+            batch += [first, first.flip(-1)]
+            batch += [crop(image) for _ in range(views - 2)]
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    finally:
+        torch.random.set_rng_state(torch_state)
+    x, p = torch.cat(feats), torch.cat(probs)
+    return x.view(len(files), views, -1), p.view(len(files), views, -1)
+
+
+def _fit(x: torch.Tensor, p: torch.Tensor, ridge: float, iterations: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax regression on standardised ``x (n,D)`` to soft targets ``p (n,K)`` with an L2 penalty."""
+    n, d = x.shape
+    w = torch.zeros(p.shape[1], d, dtype=torch.float64, requires_grad=True)
+    b = torch.log(p.mean(0).clamp_min(1e-8)).double().requires_grad_(True)  # start at the class prior
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
+    xd, pd = x.double(), p.double()
+
+    def closure():
+        opt.zero_grad()
+        loss = -(pd * F.log_softmax(xd @ w.T + b, dim=1)).sum(1).mean() + 0.5 * ridge * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def _held_out(x, p, folds, ridge) -> tuple[float, float]:
+    """Cross-entropy and top-1 agreement on held-out images, summed over folds: (ce, agreement)."""
+    ce, agree, count = 0.0, 0.0, 0
+    for held in folds:
+        keep = torch.ones(x.shape[0], dtype=torch.bool)
+        keep[held] = False
+        xt, pt = x[keep].flatten(0, 1), p[keep].flatten(0, 1)
+        w, b = _fit(xt, pt, ridge)
+        xh, ph = x[held].flatten(0, 1).double(), p[held].flatten(0, 1).double()
+        logq = F.log_softmax(xh @ w.T + b, dim=1)
+        ce += -(ph * logq).sum().item()
+        agree += (logq.argmax(1) == ph.argmax(1)).sum().item()
+        count += xh.shape[0]
+    return ce / count, agree / count
+
+
+def fit_readout(features: torch.Tensor, probs: torch.Tensor, seed: int = 0) -> Readout:
+    """Fits :class:`Readout` to ``features (N, V, D)`` and backbone ``probs (N, V, K)``
+    (N images, V views each), picking the ridge strength by cross-validation over images."""
+    n, v, _ = features.shape
+    if n < 2:
+        raise ValueError("distilling a readout needs at least 2 images")
+    mu = features.flatten(0, 1).mean(0)
+    sd = features.flatten(0, 1).std(0).clamp_min(1e-6)
+    x = (features - mu) / sd
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    folds = [order[i::FOLDS] for i in range(min(FOLDS, n))]
+    scores = {r: _held_out(x, probs, folds, r) for r in RIDGE_GRID}
+    ridge = min(RIDGE_GRID, key=lambda r: scores[r][0])
+    w, b = _fit(x.flatten(0, 1), probs.flatten(0, 1), ridge)
+    # back to raw features: w.(f - mu)/sd + b = (w/sd).f + (b - (w/sd).mu)
+    w_raw = (w / sd.double()).float()
+    b_raw = (b - (w / sd.double()) @ mu.double()).float()
+    pf = probs.flatten(0, 1).double()
+    entropy = -(pf * pf.clamp_min(1e-12).log()).sum(1).mean().item()
+    ce, agreement = scores[ridge]
+    return Readout(w_raw, b_raw, ridge, n, v, agreement, ce, entropy)
+
+
+def distill_readout(
+    features: FeatureExtractor,
+    backbone: Classifier,
+    files: Sequence[Path],
+    crop_scale: tuple[float, float] = (0.25, 1.0),
+    seed: int = 0,
+    batch_size: int = 32,
+) -> Readout:
+    """:func:`readout_data` on ``files`` then :func:`fit_readout`: the auxiliary's classifier for
+    ``backbone``'s classes."""
+    x, p = readout_data(features, backbone, files, views_per_image(len(files)), crop_scale, seed, batch_size)
+    return fit_readout(x, p, seed)
