@@ -87,5 +87,14 @@ def test_a_hugging_face_classifier_from_a_local_folder(tmp_path):
     assert torch.allclose(clf(x), hf(pixel_values=(x - 0.5) / 0.25).logits, atol=1e-5)  # ModelOutput unwrapped
     explainer = PTameExplainer(clf, load_classifier(TINY_AUX, "random"))  # explained end to end
     assert explainer(x).shape == (2, 1, 32, 32)
+    # trained by its hf: name, with a readout distilled for its 3 classes, reloaded by name
+    write_images(tmp_path / "images", 6)
+    out = tmp_path / "run"
+    assert main(["train", str(tmp_path / "images"), "--out", str(out), "--backbone", f"hf:{tmp_path / 'vit'}",
+                 "--auxiliary", TINY_AUX, "--auxiliary-weights", "random", "--max-steps", "2", "--batch-size", "3",
+                 "--workers", "0", "--no-progress"]) == 0  # fmt: skip
+    trained = load_explainer(out / "explainer")
+    assert trained.head.kind == "shared" and trained.config()["readout"] == "distilled"
+    assert trained.class_names == ["cat", "dog", "fox"] and trained(x).shape == (2, 1, 32, 32)
     with pytest.raises(ValueError, match="cannot load the Hugging Face image classifier"):
         load_classifier(f"hf:{tmp_path / 'vit' / 'config.json'}")  # a file, not a model folder
