@@ -140,7 +140,10 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     sampler = ResumableDistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed
     )
-    steps_per_epoch = math.ceil(sampler.num_samples / config.batch_size)
+    # a last, partial batch is dropped when a full one exists: with few images it would be a step of one
+    # or two images (noisy, and a B x B loss of almost nothing) once per epoch
+    drop_last = sampler.num_samples >= config.batch_size
+    steps_per_epoch = sampler.num_samples // config.batch_size if drop_last else 1
     if config.epochs is None:
         total_steps = auto_steps(len(files), config.batch_size * env.world_size)
     else:
@@ -225,6 +228,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 sampler=sampler,
                 num_workers=config.workers,
                 collate_fn=collate_skip_none,
+                drop_last=drop_last,
                 pin_memory=device.type == "cuda",
                 persistent_workers=False,
             )
