@@ -1,5 +1,7 @@
 """Other label sets: the distilled readout and the pooled-logits backbone."""
 
+import json
+
 import pytest
 import torch
 import torch.nn as nn
@@ -37,7 +39,12 @@ def test_noise_targets_get_a_strong_ridge_and_chance_agreement():
 
 def test_views_and_default_schedule_follow_the_image_count():
     assert views_per_image(161) == 7 and views_per_image(800) == 2 and views_per_image(10) == 8
-    assert auto_steps(161, 32) == 202 and auto_steps(20, 32) == 200 and auto_steps(10_000, 32) == 1200
+    assert (
+        auto_steps(161, 32) == 242
+        and auto_steps(800, 32) == 1200
+        and auto_steps(20, 32) == 200
+        and auto_steps(10_000, 32) == 1200
+    )
 
 
 def test_grouped_logits_pool_probabilities_by_group():
@@ -58,3 +65,20 @@ def test_a_grouped_classifier_keeps_the_base_preprocessing_and_layer_names():
     p = base(x).softmax(-1)
     assert torch.allclose(clf(x).softmax(-1)[:, 0], p[:, :500].sum(1), atol=1e-5)
     assert "net.conv_head" in dict(clf.model.named_modules())
+
+
+def test_the_default_command_on_the_imagenet_backbone_is_the_shipped_recipe():
+    """`glancemap train IMAGES --out DIR` on Lite2 with Lite0 (800 images) trains what the shipped default
+    explainer was trained with: the general defaults must not cost the case that works."""
+    from glancemap.explainer import read_explainer_config
+    from glancemap.training import TrainConfig, training_recipe
+
+    shipped = read_explainer_config("default")
+    recipe, info = training_recipe(shipped), shipped["training"]
+    cfg = TrainConfig(data=[], out="")
+    assert (cfg.backbone, cfg.auxiliary) == (shipped["backbone"]["name"], shipped["auxiliary"]["name"])
+    assert cfg.aux_sides(224) == (recipe["train_aux_sides"], [side for side, _ in shipped["extra_aux_sizes"]])
+    assert json.loads(json.dumps(cfg.loss_weights().to_dict())) == recipe["loss"]
+    assert (cfg.lr, cfg.resolved_weight_decay(), cfg.init) == (recipe["lr"], recipe["weight_decay"], recipe["init"])
+    assert cfg.head == "auto" and recipe["head"] == "shared"  # auto picks shared when the auxiliary has the classes
+    assert auto_steps(info["images"], cfg.batch_size) == info["steps"] and cfg.batch_size == info["batch_size"]

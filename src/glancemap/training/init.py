@@ -64,7 +64,7 @@ def build_explainer(
         size,
         head_bias=config.uses_head_bias(),
         head=config.head,  # type: ignore[arg-type]
-        extra_aux_sizes=config.extra_aux_sizes,
+        extra_aux_sizes=config.aux_sides(max(features.input_size))[1],
         readout=readout,
     )
     if readout is not None:

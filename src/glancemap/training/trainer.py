@@ -14,6 +14,7 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,14 +44,15 @@ from .init import build_explainer
 from .outdir import claim_folder, data_fingerprint
 
 
-def step_aux_size(config: TrainConfig, step: int) -> tuple[int, int] | None:
-    """The auxiliary's side at ``step``: drawn from ``train_aux_sides`` by a generator seeded with
-    the run's seed and the step, so every rank and a resumed run draw the same."""
-    if not config.train_aux_sides:
+def step_aux_size(config: TrainConfig, step: int, sides: Sequence[int] | None = None) -> tuple[int, int] | None:
+    """The auxiliary's side at ``step``: drawn from ``sides`` (default ``config.train_aux_sides``) by a
+    generator seeded with the run's seed and the step, so every rank and a resumed run draw the same."""
+    sides = config.train_aux_sides if sides is None else sides
+    if not sides:
         return None
-    if any(side < 1 for side in config.train_aux_sides):
-        raise ValueError(f"train_aux_sides must be positive sides in pixels, got {config.train_aux_sides}")
-    side = random.Random(config.seed * 1_000_003 + step).choice(config.train_aux_sides)
+    if any(side < 1 for side in sides):
+        raise ValueError(f"train_aux_sides must be positive sides in pixels, got {list(sides)}")
+    side = random.Random(config.seed * 1_000_003 + step).choice(list(sides))
     return (side, side)
 
 
@@ -136,6 +138,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
             f"backbone {explainer.backbone.name!r} is a black box you can only call, and training backpropagates "
             "through the backbone; gradient-free training is not available yet"
         )
+    aux_sides = config.aux_sides(max(explainer.features.input_size))[0]
     dataset = ImageFiles(files, explainer.backbone.preprocessing.train_transform(tuple(config.crop_scale)))  # type: ignore[arg-type]
     sampler = ResumableDistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=config.seed
@@ -241,7 +244,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 if not ok.item():
                     continue
                 images = batch[0].to(device, non_blocking=True)
-                loss, terms = training_step(explainer, model, images, loss_fn, step_aux_size(config, step))
+                loss, terms = training_step(explainer, model, images, loss_fn, step_aux_size(config, step, aux_sides))
                 if not torch.isfinite(loss):
                     terms_text = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
                     raise TrainingDivergedError(
@@ -302,7 +305,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         "init": config.init,
         "head": explainer.head.kind,
         **({"readout": readout} if readout else {}),
-        "train_aux_sides": list(config.train_aux_sides),
+        "train_aux_sides": aux_sides,
         "epochs": config.epochs,
         "steps": step,
         "batch_size": config.batch_size,
