@@ -1,8 +1,12 @@
 """Backbones you can only call: a Python function, or an ONNX file run by ONNX Runtime."""
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from glancemap import PTameExplainer, load_classifier
 from glancemap.evaluation import MetricConfig, score_batch
@@ -63,11 +67,79 @@ def test_onnx_backbone_matches_pytorch_and_explainer_maps_run_on_it(tmp_path):
         load_classifier(f"onnx:{path}", "random")
 
 
-def test_training_refuses_a_black_box_backbone_clearly(tmp_path, image_folder):
-    from glancemap import register_classifier
+def test_plan_calls_spends_the_budget_on_targets_then_queries():
+    from glancemap.training.surrogate import plan_calls
+
+    plan = plan_calls(images=100, steps=50, batch_size=10, budget_per_image=20, spent=300, queried_per_step=2)
+    # 2000 calls - 300 spent = 1700: 50 steps of targets (500) leave 1200 = 60 query batches, so every step
+    assert (plan.steps, plan.query_every) == (50, 1) and plan.expected_calls == 300 + 500 + 50 * 20
+    # 1400 - 300 - 500 leave 600 = 30 query batches for 50 steps: every other step (25 of them)
+    tight = plan_calls(images=100, steps=50, batch_size=10, budget_per_image=14, spent=300, queried_per_step=2)
+    assert (tight.steps, tight.query_every) == (50, 2) and tight.expected_calls == 300 + 500 + 25 * 20
+    assert [tight.queries(s) for s in range(4)] == [True, False, True, False]
+    cut = plan_calls(images=100, steps=50, batch_size=10, budget_per_image=4, spent=0, queried_per_step=1)
+    assert cut.steps == 40 and cut.query_every == 0  # the targets alone use the budget: fewer steps, no queries
+    with pytest.raises(ValueError, match="Raise --call-budget"):
+        plan_calls(images=10, steps=5, batch_size=10, budget_per_image=1, spent=5, queried_per_step=1)
+
+
+def test_the_surrogate_learns_a_black_box_it_can_represent():
+    """A black box that is a linear readout of the auxiliary's own pooled features: after queries and a
+    refit the surrogate agrees with it on images it has not seen, from a start that does not."""
+    from glancemap.models import FeatureExtractor, default_layers
+    from glancemap.training.readout import Readout
+    from glancemap.training.surrogate import Surrogate
+
+    aux = load_classifier(TINY_AUX, "random")
+    features = FeatureExtractor(aux, default_layers(aux), (32, 32))
+    d = features.feature_shapes()[-1][0]
+    g = torch.Generator().manual_seed(0)
+    secret = torch.randn(4, d, generator=g)
+    images = torch.rand(320, 3, 32, 32, generator=g) ** 2
+    with torch.no_grad():
+        pooled = features(images)[-1].mean(dim=(2, 3))
+    mu, sd = pooled.mean(0), pooled.std(0) + 1e-6  # standardised: random-init features vary little
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            f = features(torch.from_numpy(x))[-1].mean(dim=(2, 3))
+        return (((f - mu) / sd) @ secret.T).numpy()  # linear in the pooled features, plus a bias
+
+    box = callable_classifier(fn, name="secret", input_size=32, num_classes=4)
+    surrogate = Surrogate(box, features, Readout(torch.randn(4, d, generator=g), torch.zeros(4), ridge=1e-4))
+    for batch in images[:256].split(32):
+        surrogate.query(batch)
+    assert box.model.calls == 256
+    before = surrogate.agreement_since_refit()
+    surrogate.refit()
+    for batch in images[256:].split(32):
+        surrogate.query(batch)
+    after = surrogate.agreement_since_refit()
+    print(f"surrogate top-1 agreement on unseen images: {before:.2f} before the refit, {after:.2f} after")
+    assert after > 0.65 and after > before + 0.3  # 0.77 vs 0.20 when written
+    x = images[:2].clone().requires_grad_(True)
+    surrogate(x)[:, 0].sum().backward()  # differentiable with respect to the images
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_a_black_box_backbone_trains_gradient_free_within_its_call_budget(tmp_path, image_folder, capsys):
+    from glancemap import load_explainer, register_classifier
     from glancemap.training import train
 
     register_classifier("numpy_rgb", lambda weights: _numpy_backbone())
-    with pytest.raises(ValueError, match="black box you can only call.*gradient-free training is not available"):
-        train(_config(tmp_path, image_folder, backbone="numpy_rgb", backbone_weights=None, max_steps=1),
-              progress_bar=False)  # fmt: skip
+    cfg = _config(tmp_path, image_folder, backbone="numpy_rgb", backbone_weights=None, epochs=2, call_budget=30)
+    explainer = train(cfg, progress_bar=False)
+    err = capsys.readouterr().err
+    assert "gradient-free training through a surrogate" in err and "readout distilled from the backbone" in err
+    info = explainer.training_info
+    images = info["images"]
+    assert 0 < info["black_box_calls"] <= 30 * images and info["steps"] == 6 and info["surrogate_refits"] >= 1
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in log) and any("surrogate_agreement" in r for r in log)
+    assert log[-1]["black_box_calls"] == info["black_box_calls"]
+    start = load_explainer(tmp_path / "run" / "explainer", backbone=load_classifier("numpy_rgb"))
+    x = torch.rand(2, 3, 16, 16)
+    assert start(x).shape == (2, 1, 16, 16)
+    # resumable like any run: the surrogate's readout is in the checkpoint
+    ckpt = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))
+    assert ckpt["surrogate.weight"].shape[0] == 3

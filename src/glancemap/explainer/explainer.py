@@ -112,6 +112,7 @@ class PTameExplainer(nn.Module, Explainer):
         self.head.to(auxiliary.device)
         self.training_info: dict[str, Any] = {}
         self.source_dir: Path | None = None  # set by load_explainer
+        self.start_readout: Any = None  # set by training's build_explainer: the readout the head started from
         self.eval()
 
     # ------------------------------------------------------------ properties

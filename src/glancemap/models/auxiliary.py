@@ -52,21 +52,25 @@ class FeatureExtractor(nn.Module):
         self.classifier.eval()
         return self
 
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> list[torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, size: tuple[int, int] | None = None, grad: bool = False
+    ) -> list[torch.Tensor]:
         """images: [0,1] ``(B,3,H,W)`` -> one ``(B,C_i,h_i,w_i)`` map per layer.
 
         ``size`` runs the auxiliary at another resolution than ``input_size``
-        (multi-scale inference); the maps' sizes follow it.
+        (multi-scale inference); the maps' sizes follow it. ``grad=True`` keeps the
+        graph back to ``images`` (the auxiliary's weights stay frozen), for a
+        differentiable stand-in of a black-box backbone.
         """
         size = tuple(size or self.input_size)
-        if tuple(images.shape[-2:]) != size:
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
         # hooks live only during this pass, so several extractors (the explainer,
         # an auxiliary-CAM baseline) can share one auxiliary network
         handles = [m.register_forward_hook(self._hook(n)) for n, m in zip(self.layers, self._modules_to_read)]
         try:
-            self.classifier(images)
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                if tuple(images.shape[-2:]) != size:
+                    images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+                self.classifier(images)
         finally:
             for h in handles:
                 h.remove()

@@ -35,8 +35,10 @@ class BlackBox(nn.Module):
         if outputs not in ("logits", "probabilities"):
             raise ValueError(f"outputs must be 'logits' or 'probabilities', got {outputs!r}")
         self.fn, self.outputs = fn, outputs
+        self.calls = 0  # images sent to fn so far: what a paid API or a budget counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += x.shape[0]
         out = np.asarray(self.fn(x.detach().cpu().contiguous().numpy().astype(np.float32)), dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(f"the black-box classifier returned shape {out.shape}, expected ({x.shape[0]}, K)")

@@ -70,10 +70,18 @@ def trim_log(path: Path, last_step: int) -> int:
 
 
 def save_checkpoint(
-    path: Path, head: torch.nn.Module, optimizer, scheduler, progress: dict, config: TrainConfig
+    path: Path,
+    head: torch.nn.Module,
+    optimizer,
+    scheduler,
+    progress: dict,
+    config: TrainConfig,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """One safetensors file (weights + optimizer tensors, JSON metadata), written to a temp file then renamed."""
+    """One safetensors file (weights + optimizer tensors + ``extra`` tensors, JSON metadata), written
+    to a temp file then renamed."""
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
     meta = {

@@ -151,6 +151,13 @@ class TrainConfig:
     max_steps: int | None = option(
         None, "stop after this many steps (0: save the untrained start)", type=int, range=COUNT_OR_ZERO
     )
+    call_budget: float = option(
+        100.0,
+        "a black-box backbone (onnx:, a callable) is called at most this many times per training image: for "
+        "the readout's fit, each batch's targets and the masked images its surrogate is refitted on",
+        type=float,
+        range=POSITIVE,
+    )
     checkpoint_every: int = option(50, "steps between atomic checkpoints", type=int, range=COUNT)
     workers: int = option(1, "image-loading processes (0: load in the training process)", type=int, range=COUNT_OR_ZERO)
     seed: int = option(0, "seed of the crops, the order and the auxiliary sides", type=int)
@@ -196,6 +203,7 @@ class TrainConfig:
         "head_bias",
         "epochs",
         "batch_size",
+        "call_budget",
         "seed",
     )
 

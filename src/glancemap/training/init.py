@@ -12,7 +12,7 @@ from ..explainer import PTameExplainer
 from ..images import load_image
 from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
 from .config import TrainConfig
-from .readout import distill_readout
+from .readout import Readout, distill_readout
 
 
 def build_explainer(
@@ -38,9 +38,13 @@ def build_explainer(
     size = tuple(config.aux_input_size) if config.aux_input_size else None
     features = FeatureExtractor(auxiliary, config.layers or default_layers(auxiliary), size)
     own = features.cam_weights(backbone.class_names)
-    wants_readout = config.init == "aux-cam" or config.head == "shared"
+    # a black box also needs one: its differentiable surrogate reads the auxiliary through it
+    wants_readout = config.init == "aux-cam" or config.head == "shared" or not backbone.differentiable
     readout = None
+    fit = None
     if own is not None:
+        weight, bias = own
+        fit = Readout(weight, torch.zeros(len(weight)) if bias is None else bias)
         why = f"auxiliary {auxiliary.name} classifies the backbone's {backbone.num_classes} classes: its own classifier"
     elif not wants_readout:
         why = "the paper's recipe: no readout"
@@ -69,6 +73,7 @@ def build_explainer(
     )
     if readout is not None:
         explainer.training_info["readout"] = fit.info()
+    explainer.start_readout = fit  # the surrogate of a black-box backbone starts from it
     if config.init == "aux-cam":
         explainer.head.init_from_cam(own[0] if own is not None else readout)  # type: ignore[arg-type]
         if calibration_files:

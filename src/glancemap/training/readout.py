@@ -40,12 +40,12 @@ class Readout:
 
     weight: torch.Tensor
     bias: torch.Tensor
-    ridge: float
-    images: int
-    views: int
-    agreement: float
-    cross_entropy: float
-    backbone_entropy: float
+    ridge: float = 1e-3
+    images: int = 0
+    views: int = 0
+    agreement: float = float("nan")
+    cross_entropy: float = float("nan")
+    backbone_entropy: float = float("nan")
 
     def info(self) -> dict:
         keys = ("ridge", "images", "views", "agreement", "cross_entropy", "backbone_entropy")

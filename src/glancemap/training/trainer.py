@@ -42,6 +42,7 @@ from .config import TrainConfig, TrainingDivergedError, auto_steps
 from .distributed import ResumableDistributedSampler, resolve_device, setup_distributed
 from .init import build_explainer
 from .outdir import claim_folder, data_fingerprint
+from .surrogate import Surrogate, calls_of, plan_calls
 
 
 def step_aux_size(config: TrainConfig, step: int, sides: Sequence[int] | None = None) -> tuple[int, int] | None:
@@ -62,29 +63,44 @@ def training_step(
     images: torch.Tensor,
     loss_fn: PTameLoss,
     aux_size: tuple[int, int] | None = None,
+    surrogate: Surrogate | None = None,
+    query: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Targets are the backbone's top-1 on the clean batch; the map of each image's target
     multiplies it; the loss sees the maps of every batch target on every image (B x B).
-    ``aux_size``: the side the auxiliary runs at this step (default: its input size)."""
-    with torch.no_grad():
-        targets = explainer.backbone(images).argmax(dim=1)
+    ``aux_size``: the side the auxiliary runs at this step (default: its input size).
+    ``surrogate``: a black-box backbone's differentiable stand-in, which scores the masked and
+    removed images (the black box still gives the targets); ``query`` also sends those images to
+    the black box, for the surrogate's next refit."""
+    if surrogate is None:
+        with torch.no_grad():
+            targets = explainer.backbone(images).argmax(dim=1)
+
+        def classify(x: torch.Tensor) -> torch.Tensor:
+            return explainer.backbone(x)
+    else:
+        targets = surrogate.targets(images)
+
+        def classify(x: torch.Tensor) -> torch.Tensor:
+            return surrogate.classify(x, query)
+
     features = explainer.features(images, aux_size)
     raw = head(features, targets)  # (B,B,h,w): all batch targets on each image
     maps = torch.sigmoid(raw)
     b = images.shape[0]
     diagonal = torch.arange(b)
     own = maps[diagonal, diagonal].unsqueeze(1)  # (B,1,h,w)
-    logits = explainer.backbone(perturb(images, own))
+    logits = classify(perturb(images, own))
     removed_logits = None
     w = loss_fn.weights
     if w.destroy:
-        removed_logits = explainer.backbone(remove_regions(images, own, "blur", w.destroy_sigma))
+        removed_logits = classify(remove_regions(images, own, "blur", w.destroy_sigma))
     rank_logits = None
     if w.rank_destroy:
         lo, hi = w.rank_fractions
         fraction = lo + (hi - lo) * torch.rand(b)
         top = top_fraction_mask(raw[diagonal, diagonal].unsqueeze(1), fraction)  # ranked on logits: no saturation
-        rank_logits = explainer.backbone(remove_regions(images, top, "inpaint", w.destroy_sigma))
+        rank_logits = classify(remove_regions(images, top, "inpaint", w.destroy_sigma))
     loss, terms = loss_fn(logits, targets, maps, removed_logits, rank_logits)
     terms = dict(terms)
     terms["mask_mean"] = own.detach().mean()
@@ -133,11 +149,11 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         print(f"glancemap: skipped {bad.count} unreadable file(s) of {len(files) + bad.count}", file=sys.stderr)
     data = data_fingerprint(files)
     explainer = build_explainer(config, device, files, backbone=backbone.to(device) if backbone is not None else None)
+    surrogate = None
     if not explainer.backbone.differentiable:
-        raise ValueError(
-            f"backbone {explainer.backbone.name!r} is a black box you can only call, and training backpropagates "
-            "through the backbone; gradient-free training is not available yet"
-        )
+        if env.enabled:
+            raise ValueError("gradient-free training (a black-box backbone) runs in one process, not under torchrun")
+        surrogate = Surrogate(explainer.backbone, explainer.features, explainer.start_readout).to(device)
     aux_sides = config.aux_sides(max(explainer.features.input_size))[0]
     dataset = ImageFiles(files, explainer.backbone.preprocessing.train_transform(tuple(config.crop_scale)))  # type: ignore[arg-type]
     sampler = ResumableDistributedSampler(
@@ -153,6 +169,29 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    plan = None
+    if surrogate is not None:
+        w = config.loss_weights()
+        batches_queried = 1 + bool(w.destroy) + bool(w.rank_destroy)
+        plan = plan_calls(
+            len(files),
+            total_steps,
+            config.batch_size,
+            config.call_budget,
+            calls_of(explainer.backbone),
+            batches_queried,
+        )
+        if env.is_main:
+            print(
+                f"glancemap: {explainer.backbone.name} is a black box: gradient-free training through a surrogate "
+                f"(the auxiliary and a readout refitted to the black box's outputs on the masked images every "
+                f"{plan.query_every or 'no'} step(s)); {plan.steps} steps"
+                + (f" (cut from {total_steps} to fit the call budget)" if plan.steps < total_steps else "")
+                + f", about {plan.expected_calls} calls, {plan.expected_calls / len(files):.1f} per image "
+                f"(budget {config.call_budget:g})",
+                file=sys.stderr,
+            )
+        total_steps = plan.steps
 
     head = explainer.head
     params = [p for p in head.parameters() if p.requires_grad]
@@ -179,6 +218,10 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 f"({data['sha256']}). Resume with the same data, or train into another --out"
             )
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        if surrogate is not None and "surrogate.weight" in tensors:
+            # the refitted readout goes on; the remembered samples do not (the next queries refill them)
+            surrogate.weight.copy_(tensors["surrogate.weight"])
+            surrogate.bias.copy_(tensors["surrogate.bias"])
         optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
         scheduler.load_state_dict(meta["scheduler"])
         step = int(progress["step"])
@@ -244,7 +287,10 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 if not ok.item():
                     continue
                 images = batch[0].to(device, non_blocking=True)
-                loss, terms = training_step(explainer, model, images, loss_fn, step_aux_size(config, step, aux_sides))
+                query = plan is not None and plan.queries(step)
+                loss, terms = training_step(
+                    explainer, model, images, loss_fn, step_aux_size(config, step, aux_sides), surrogate, query
+                )
                 if not torch.isfinite(loss):
                     terms_text = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
                     raise TrainingDivergedError(
@@ -256,6 +302,11 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 scheduler.step()
                 step += 1
                 last_terms = {"loss": loss.item()} | {k: v.item() for k, v in terms.items()}
+                if surrogate is not None:
+                    if query:
+                        last_terms["surrogate_agreement"] = surrogate.agreement_since_refit()
+                        surrogate.refit()
+                    last_terms["black_box_calls"] = calls_of(explainer.backbone)
                 # wall seconds since the previous step ended: loading, the step itself and logging
                 now = time.perf_counter()
                 step_s, step_end = now - step_end, now
@@ -285,7 +336,11 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                                 f"the head's weights became non-finite at step {step}; {checkpoint_advice(ckpt_path)}"
                             )
                         progress = {"step": step, "data": data, "loss": last_terms["loss"], "max_abs_weight": largest}
-                        save_checkpoint(ckpt_path, head, optimizer, scheduler, progress, config)
+                        extra = None
+                        if surrogate is not None:
+                            extra = {"surrogate.weight": surrogate.weight, "surrogate.bias": surrogate.bias}
+                            progress["black_box_calls"] = calls_of(explainer.backbone)
+                        save_checkpoint(ckpt_path, head, optimizer, scheduler, progress, config, extra)
     finally:
         if bar is not None:
             bar.close()
@@ -312,6 +367,15 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         "world_size": env.world_size,
         "lr": config.lr,
         "images": len(files),
+        **(
+            {
+                "black_box_calls": calls_of(explainer.backbone),
+                "call_budget": config.call_budget,
+                "surrogate_refits": surrogate.refits,
+            }
+            if surrogate is not None
+            else {}
+        ),
         "skipped_files": bad.count,
         "final_terms": last_terms,
         "wall_time_s_last_session": round(time.time() - start_wall, 1),
