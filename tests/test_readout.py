@@ -29,6 +29,14 @@ def test_fit_readout_recovers_a_linear_teacher_on_held_out_images():
         fit_readout(x[:1], probs[:1])
 
 
+def test_many_classes_fit_at_a_fixed_ridge():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 2, 8, generator=g)
+    probs = (x @ torch.randn(150, 8, generator=g).T).softmax(-1)
+    fit = fit_readout(x, probs)
+    assert fit.weight.shape == (150, 8) and fit.ridge == 1e-2 and 0 <= fit.agreement <= 1
+
+
 def test_noise_targets_get_a_strong_ridge_and_chance_agreement():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(60, 2, 32, generator=g)
