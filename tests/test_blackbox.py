@@ -122,9 +122,12 @@ def test_the_surrogate_learns_a_black_box_it_can_represent():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_a_black_box_backbone_trains_gradient_free_within_its_call_budget(tmp_path, image_folder, capsys):
+def test_a_black_box_backbone_trains_gradient_free_within_its_call_budget(tmp_path, image_folder, capsys, monkeypatch):
+    import glancemap.training.trainer as trainer
     from glancemap import load_explainer, register_classifier
     from glancemap.training import train
+
+    monkeypatch.setattr(trainer, "REFIT_EVERY", 2)  # refits within the six steps
 
     register_classifier("numpy_rgb", lambda weights: _numpy_backbone())
     cfg = _config(tmp_path, image_folder, backbone="numpy_rgb", backbone_weights=None, epochs=2, call_budget=30)

@@ -42,7 +42,7 @@ from .config import TrainConfig, TrainingDivergedError, auto_steps
 from .distributed import ResumableDistributedSampler, resolve_device, setup_distributed
 from .init import build_explainer
 from .outdir import claim_folder, data_fingerprint
-from .surrogate import Surrogate, calls_of, plan_calls
+from .surrogate import REFIT_EVERY, Surrogate, calls_of, plan_calls
 
 
 def step_aux_size(config: TrainConfig, step: int, sides: Sequence[int] | None = None) -> tuple[int, int] | None:
@@ -263,6 +263,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
 
         bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     last_terms: dict[str, float] = {}
+    queried = 0  # steps that queried the black box (a surrogate refits every REFIT_EVERY of them)
     step_end = time.perf_counter()
     try:
         while step < total_steps:
@@ -303,7 +304,8 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 step += 1
                 last_terms = {"loss": loss.item()} | {k: v.item() for k, v in terms.items()}
                 if surrogate is not None:
-                    if query:
+                    queried += query
+                    if query and queried % REFIT_EVERY == 0:
                         last_terms["surrogate_agreement"] = surrogate.agreement_since_refit()
                         surrogate.refit()
                     last_terms["black_box_calls"] = calls_of(explainer.backbone)
