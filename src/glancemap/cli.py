@@ -225,7 +225,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"  auxiliary  {cfg['auxiliary']['name']} at {cfg['aux_input_size']}, layers {cfg['layers']}")
     if cfg.get("extra_aux_sizes"):
         print(f"             and at {cfg['extra_aux_sizes']} when explaining (maps averaged)")
-    print(f"  head       {cfg.get('head', 'per-class')}")
+    readout = {
+        "distilled": ", read through a readout distilled from the backbone",
+        "auxiliary": (", read through the auxiliary's own classifier"),
+    }.get(cfg.get("readout") or "", "")
+    print(f"  head       {cfg.get('head', 'per-class')}{readout}")
     print(f"  made with  glancemap {cfg['glancemap_version']}")
     if cfg.get("training"):
         print("  training   " + json.dumps({k: v for k, v in cfg["training"].items() if k != "final_terms"}))
