@@ -151,6 +151,14 @@ class TrainConfig:
     max_steps: int | None = option(
         None, "stop after this many steps (0: save the untrained start)", type=int, range=COUNT_OR_ZERO
     )
+    holdout: float | None = option(
+        None,
+        "share of the images held out of training to check the trained head against its start; the better "
+        "one on a ROAD-shaped test is saved (0: no check; default: 0.15 when the auxiliary does not classify "
+        "the backbone's classes, else 0). Only with --init aux-cam, and only if at least 8 images are held out",
+        type=float,
+        range=Range(minimum=0, below=1),
+    )
     call_budget: float = option(
         100.0,
         "a black-box backbone (onnx:, a callable) is called at most this many times per training image: for "
@@ -204,6 +212,7 @@ class TrainConfig:
         "epochs",
         "batch_size",
         "call_budget",
+        "holdout",
         "seed",
     )
 

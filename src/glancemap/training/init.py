@@ -21,6 +21,7 @@ def build_explainer(
     calibration_files: Sequence[Path] | None = None,
     backbone: Classifier | None = None,
     report: bool = True,
+    auxiliary: Classifier | None = None,
 ) -> PTameExplainer:
     """Backbone (``config.backbone`` unless given), auxiliary and a freshly initialised head
     (see ``TrainConfig.init``).
@@ -34,7 +35,8 @@ def build_explainer(
         backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
     if config.class_names:
         backbone.class_names = config_class_names(config, backbone.num_classes)
-    auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
+    if auxiliary is None:
+        auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
     size = tuple(config.aux_input_size) if config.aux_input_size else None
     features = FeatureExtractor(auxiliary, config.layers or default_layers(auxiliary), size)
     own = features.cam_weights(backbone.class_names)

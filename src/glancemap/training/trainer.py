@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from ..explainer import PTameExplainer, PTameLoss
 from ..explainer.perturbation import perturb, remove_regions, top_fraction_mask
 from ..images import BadFileLog, ImageFiles, collate_skip_none, list_images, scan_images
-from ..models import Classifier
+from ..models import Classifier, load_classifier
 from .checkpoint import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -40,8 +40,9 @@ from .checkpoint import (
 )
 from .config import TrainConfig, TrainingDivergedError, auto_steps
 from .distributed import ResumableDistributedSampler, resolve_device, setup_distributed
-from .init import build_explainer
+from .init import build_explainer, config_class_names
 from .outdir import claim_folder, data_fingerprint
+from .selection import HOLDOUT_SHARE, held_out_score, holdout_split
 from .surrogate import REFIT_EVERY, Surrogate, calls_of, plan_calls
 
 
@@ -148,7 +149,19 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     if env.is_main and bad.count:
         print(f"glancemap: skipped {bad.count} unreadable file(s) of {len(files) + bad.count}", file=sys.stderr)
     data = data_fingerprint(files)
-    explainer = build_explainer(config, device, files, backbone=backbone.to(device) if backbone is not None else None)
+    if backbone is None:
+        backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
+    if config.class_names:
+        backbone.class_names = config_class_names(config, backbone.num_classes)
+    auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
+    held_out: list = []
+    share = config.holdout
+    if share is None:  # by default, check where the start is new: a readout distilled for other classes
+        share = 0.0 if auxiliary.class_names == backbone.class_names else HOLDOUT_SHARE
+    if config.init == "aux-cam" and not config.init_from:
+        files, held_out = holdout_split(files, share, config.seed)
+    explainer = build_explainer(config, device, files, backbone=backbone.to(device), auxiliary=auxiliary)
+    start_state = {k: v.detach().clone() for k, v in explainer.head.state_dict().items()} if held_out else None
     surrogate = None
     if not explainer.backbone.differentiable:
         if env.enabled:
@@ -354,6 +367,24 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         for buf in head.buffers():
             dist.broadcast(buf, src=0)
     explainer.eval()
+    holdout_record = None
+    if start_state is not None and step > 0:
+        trained_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        trained_score = held_out_score(explainer, held_out)
+        head.load_state_dict(start_state)
+        start_score = held_out_score(explainer, held_out)
+        kept = "start" if start_score > trained_score else "trained"
+        if kept == "trained":
+            head.load_state_dict(trained_state)
+        holdout_record = {"images": len(held_out), "trained": round(trained_score, 4), "start": round(start_score, 4)}
+        holdout_record["kept"] = kept
+        if env.is_main:
+            print(
+                f"glancemap: on {len(held_out)} held-out images the trained head scores {trained_score:.3f}, its "
+                f"start {start_score:.3f} (removal test, LeRF minus MoRF): saving the "
+                + ("trained head" if kept == "trained" else "start, which training did not improve on"),
+                file=sys.stderr,
+            )
     readout = explainer.training_info.get("readout")  # set by build_explainer when it distilled one
     explainer.training_info = {
         "preset": config.preset,
@@ -369,6 +400,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         "world_size": env.world_size,
         "lr": config.lr,
         "images": len(files),
+        **({"held_out": holdout_record} if holdout_record else {}),
         **(
             {
                 "black_box_calls": calls_of(explainer.backbone),

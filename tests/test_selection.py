@@ -1,0 +1,74 @@
+"""The held-out check that keeps the start when training did not improve on it."""
+
+import json
+
+import pytest
+import torch
+
+from glancemap import Classifier
+from glancemap.training import train
+from glancemap.training.selection import holdout_split, removal_score
+
+from .conftest import write_images
+from .test_training import _config
+
+
+class _LeftHalf(torch.nn.Module):
+    """Class 0 when the left half is bright and detailed: its evidence sits in a known place."""
+
+    def forward(self, x):
+        left = x[..., : x.shape[-1] // 2]
+        detail = (left[..., 1:, :] - left[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+        return torch.stack([detail * 80, torch.full_like(detail, 2.0)], dim=1)
+
+
+class _FixedMaps:
+    def __init__(self, backbone, side):
+        self.backbone, self.side = backbone, side
+
+    def __call__(self, images, targets):
+        maps = torch.zeros(images.shape[0], 1, *images.shape[-2:])
+        half = images.shape[-1] // 2
+        if self.side == "left":
+            maps[..., :half] = 1.0
+        else:
+            maps[..., half:] = 1.0
+        return maps + torch.linspace(0, 0.01, images.shape[-1])  # a gentle ramp orders the pixels
+
+
+def test_removal_score_prefers_the_map_on_the_evidence():
+    backbone = Classifier(_LeftHalf(), name="left", input_size=32, num_classes=2)
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert (backbone(images).argmax(1) == 0).all()
+    right, wrong = (
+        removal_score(_FixedMaps(backbone, "left"), images),
+        removal_score(_FixedMaps(backbone, "right"), images),
+    )
+    assert (right > wrong).all() and right.mean() > 0 > wrong.mean()
+
+
+def test_holdout_split_is_seeded_and_skips_small_sets(tmp_path):
+    files = [tmp_path / f"{i}.png" for i in range(40)]
+    train_files, held = holdout_split(files, 0.25, seed=1)
+    assert len(held) == 10 and set(held).isdisjoint(train_files) and len(train_files) == 30
+    assert holdout_split(files, 0.25, seed=1) == (train_files, held)
+    assert holdout_split(files, 0.25, seed=2)[1] != held
+    assert holdout_split(files[:20], 0.25, seed=1)[1] == []  # 5 held out: too few to judge by
+    assert holdout_split(files, 0.0, seed=1) == (files, [])
+
+
+@pytest.mark.parametrize("winner", ["start", "trained"])
+def test_the_better_head_on_held_out_images_is_saved(tmp_path, monkeypatch, winner):
+    import glancemap.training.trainer as trainer
+
+    images = tmp_path / "images"
+    write_images(images, 24)
+    start = train(_config(tmp_path / "a", images, holdout=0.4, max_steps=0), progress_bar=False)
+    scores = iter([0.1, 0.5] if winner == "start" else [0.5, 0.1])  # the trained head is scored first
+    monkeypatch.setattr(trainer, "held_out_score", lambda explainer, files: next(scores))
+    trained = train(_config(tmp_path / "b", images, holdout=0.4, max_steps=3), progress_bar=False)
+    record = json.loads((tmp_path / "b" / "run" / "explainer" / "config.json").read_text())["training"]
+    assert record["held_out"]["kept"] == winner and record["held_out"]["images"] == 10
+    assert record["images"] == 14  # trained on the rest
+    same = all(torch.equal(v, start.head.state_dict()[k]) for k, v in trained.head.state_dict().items())
+    assert same == (winner == "start")
