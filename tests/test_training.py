@@ -317,9 +317,9 @@ def test_scale_augmentation_draws_sides_per_step_reproducibly(tmp_path, image_fo
     seen = []
     real_step = trainer.training_step
 
-    def spy(explainer, head, images, loss_fn, aux_size=None):
+    def spy(explainer, head, images, loss_fn, aux_size=None, *rest):
         seen.append((aux_size, tuple(explainer.features(images, aux_size)[0].shape[-2:])))
-        return real_step(explainer, head, images, loss_fn, aux_size)
+        return real_step(explainer, head, images, loss_fn, aux_size, *rest)
 
     monkeypatch.setattr(trainer, "training_step", spy)
     train(cfg, progress_bar=False)
