@@ -158,7 +158,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     share = config.holdout
     if share is None:  # by default, check where the start is new: a readout distilled for other classes
         share = 0.0 if auxiliary.class_names == backbone.class_names else HOLDOUT_SHARE
-    if config.init == "aux-cam" and not config.init_from:
+    if config.init == "aux-cam" and not config.init_from and config.max_steps != 0:  # 0 steps: nothing to check
         files, held_out = holdout_split(files, share, config.seed)
     explainer = build_explainer(config, device, files, backbone=backbone.to(device), auxiliary=auxiliary)
     start_state = {k: v.detach().clone() for k, v in explainer.head.state_dict().items()} if held_out else None
