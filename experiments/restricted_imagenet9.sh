@@ -22,10 +22,11 @@ train() {  # name, flags...
     --no-progress --device "$DEVICE" --resume "$@"
 }
 train default                                     # the default command: only data, backbone and out
-train start --max-steps 0                         # its untrained start: the distilled readout's CAM
+train trained --holdout 0                         # the same without the held-out check: always the trained head
+train start --max-steps 0                         # the untrained start: the distilled readout's CAM
 train paper --init paper --head per-class --destroy 0 --lr 1e-4 --train-aux-sides --extra-aux-sizes  # the paper's recipe, same budget
 
-ALSO=(--also "start=$OUT/start/explainer" --also "paper=$OUT/paper/explainer")
+ALSO=(--also "trained=$OUT/trained/explainer" --also "start=$OUT/start/explainer" --also "paper=$OUT/paper/explainer")
 $GLANCEMAP evaluate --data splits/rin9_dev.txt --explainer "$OUT/default/explainer" "${ALSO[@]}" \
   --out "$OUT/eval-rin9-dev" --deletion-steps 0 --device "$DEVICE" \
   --methods ptame,gradcam,gradcam++,layercam,scorecam,gaussian --limit-for scorecam=10
