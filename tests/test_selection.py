@@ -63,12 +63,19 @@ def test_the_better_head_on_held_out_images_is_saved(tmp_path, monkeypatch, winn
 
     images = tmp_path / "images"
     write_images(images, 24)
-    start = train(_config(tmp_path / "a", images, holdout=0.4, max_steps=0), progress_bar=False)
     scores = iter([0.1, 0.5] if winner == "start" else [0.5, 0.1])  # the trained head is scored first
-    monkeypatch.setattr(trainer, "held_out_score", lambda explainer, files: next(scores))
-    trained = train(_config(tmp_path / "b", images, holdout=0.4, max_steps=3), progress_bar=False)
-    record = json.loads((tmp_path / "b" / "run" / "explainer" / "config.json").read_text())["training"]
+    seen = []
+
+    def fake_score(explainer, files):
+        seen.append({k: v.clone() for k, v in explainer.head.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(trainer, "held_out_score", fake_score)
+    saved = train(_config(tmp_path, images, holdout=0.4, max_steps=3), progress_bar=False)
+    record = json.loads((tmp_path / "run" / "explainer" / "config.json").read_text())["training"]
     assert record["held_out"]["kept"] == winner and record["held_out"]["images"] == 10
     assert record["images"] == 14  # trained on the rest
-    same = all(torch.equal(v, start.head.state_dict()[k]) for k, v in trained.head.state_dict().items())
-    assert same == (winner == "start")
+    trained, start = seen
+    assert any(not torch.equal(trained[k], start[k]) for k in start)  # three steps moved the head
+    kept = start if winner == "start" else trained
+    assert all(torch.equal(v, kept[k]) for k, v in saved.head.state_dict().items())
