@@ -34,3 +34,6 @@ $GLANCEMAP evaluate --data splits/dev.txt --grid 2 --out runs/eval-efficientnet_
 # ONNX: agreement with PyTorch, and cost beside the backbone in ONNX Runtime
 .venv/bin/python experiments/onnx_agreement.py splits/dev.txt
 .venv/bin/python scripts/benchmark.py --onnx
+
+# Your own label set: restricted_imagenet9 (trains its explainers first; about 1.5 h on the CPU)
+DEVICE="$DEVICE" bash experiments/restricted_imagenet9.sh
