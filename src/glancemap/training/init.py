@@ -15,6 +15,20 @@ from .config import TrainConfig
 from .readout import Readout, distill_readout
 
 
+def load_networks(
+    config: TrainConfig, device: torch.device, backbone: Classifier | None = None, auxiliary: Classifier | None = None
+) -> tuple[Classifier, Classifier]:
+    """The backbone and the auxiliary ``config`` names (each unless given), the backbone with the
+    class names ``config.class_names`` asks for."""
+    if backbone is None:
+        backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
+    if config.class_names:
+        backbone.class_names = config_class_names(config, backbone.num_classes)
+    if auxiliary is None:
+        auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
+    return backbone, auxiliary
+
+
 def build_explainer(
     config: TrainConfig,
     device: torch.device,
@@ -31,12 +45,7 @@ def build_explainer(
     distilled from the backbone's outputs on ``calibration_files`` (the training images).
     ``report`` prints which start and head were chosen, and why.
     """
-    if backbone is None:
-        backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
-    if config.class_names:
-        backbone.class_names = config_class_names(config, backbone.num_classes)
-    if auxiliary is None:
-        auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
+    backbone, auxiliary = load_networks(config, device, backbone, auxiliary)
     size = tuple(config.aux_input_size) if config.aux_input_size else None
     features = FeatureExtractor(auxiliary, config.layers or default_layers(auxiliary), size)
     own = features.cam_weights(backbone.class_names)

@@ -102,21 +102,40 @@ def readout_data(
     return x.view(len(files), views, -1), p.view(len(files), views, -1)
 
 
-def _fit(x: torch.Tensor, p: torch.Tensor, ridge: float, iterations: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax regression on standardised ``x (n,D)`` to soft targets ``p (n,K)`` with an L2 penalty."""
-    n, d = x.shape
-    w = torch.zeros(p.shape[1], d, dtype=torch.float64, requires_grad=True)
-    b = torch.log(p.mean(0).clamp_min(1e-8)).double().requires_grad_(True)  # start at the class prior
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe")
-    xd, pd = x.double(), p.double()
+def softmax_regression(
+    x: torch.Tensor,
+    p: torch.Tensor,
+    ridge: float,
+    iterations: int = 300,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
+    feature_scale: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float64,
+    history: int = 20,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights ``(K,D)`` and bias ``(K,)`` of a softmax regression of ``x (n,D)`` on soft targets
+    ``p (n,K)`` by L-BFGS: cross-entropy plus ``ridge/2 * ||w * feature_scale||^2`` (the scale makes
+    a penalty on raw features equal one on standardised ones). ``start`` warm-starts it; by default
+    it starts at zero weights and the class prior as bias."""
+    if start is None:
+        w0 = torch.zeros(p.shape[1], x.shape[1])
+        b0 = torch.log(p.mean(0).clamp_min(1e-8))
+    else:
+        w0, b0 = start
+    w = w0.detach().cpu().to(dtype).clone().requires_grad_(True)
+    b = b0.detach().cpu().to(dtype).clone().requires_grad_(True)
+    xd, pd = x.to(dtype), p.to(dtype)
+    scale = 1.0 if feature_scale is None else feature_scale.to(dtype)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, history_size=history, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = -(pd * F.log_softmax(xd @ w.T + b, dim=1)).sum(1).mean() + 0.5 * ridge * (w * w).sum()
+        ce = -(pd * F.log_softmax(xd @ w.T + b, dim=1)).sum(1).mean()
+        loss = ce + 0.5 * ridge * ((w * scale) ** 2).sum()
         loss.backward()
         return loss
 
-    opt.step(closure)
+    with torch.enable_grad():
+        opt.step(closure)
     return w.detach(), b.detach()
 
 
@@ -127,7 +146,7 @@ def _held_out(x, p, folds, ridge) -> tuple[float, float]:
         keep = torch.ones(x.shape[0], dtype=torch.bool)
         keep[held] = False
         xt, pt = x[keep].flatten(0, 1), p[keep].flatten(0, 1)
-        w, b = _fit(xt, pt, ridge)
+        w, b = softmax_regression(xt, pt, ridge)
         xh, ph = x[held].flatten(0, 1).double(), p[held].flatten(0, 1).double()
         logq = F.log_softmax(xh @ w.T + b, dim=1)
         ce += -(ph * logq).sum().item()
@@ -153,7 +172,7 @@ def fit_readout(features: torch.Tensor, probs: torch.Tensor, seed: int = 0) -> R
         folds, grid = folds[:1], (MANY_CLASSES_RIDGE,)
     scores = {r: _held_out(x, probs, folds, r) for r in grid}
     ridge = min(grid, key=lambda r: scores[r][0])
-    w, b = _fit(x.flatten(0, 1), probs.flatten(0, 1), ridge)
+    w, b = softmax_regression(x.flatten(0, 1), probs.flatten(0, 1), ridge)
     # back to raw features: w.(f - mu)/sd + b = (w/sd).f + (b - (w/sd).mu)
     w_raw = (w / sd.double()).float()
     b_raw = (b - (w / sd.double()) @ mu.double()).float()

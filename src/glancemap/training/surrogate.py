@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..models import Classifier, FeatureExtractor
-from .readout import Readout
+from .readout import Readout, softmax_regression
 
 MEMORY = 4096  # masked-image samples kept for refitting (oldest dropped first)
 REFIT_ITERATIONS = 25  # L-BFGS iterations per refit, warm-started from the current readout
@@ -145,20 +144,10 @@ class Surrogate(nn.Module):
             return
         x = torch.cat(self._pooled).float()
         p = torch.cat(self._probs).float()
-        sd = x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1], dtype=x.dtype)
-        w = self.weight.detach().cpu().float().clone().requires_grad_(True)
-        b = self.bias.detach().cpu().float().clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([w, b], lr=1, max_iter=REFIT_ITERATIONS, history_size=10, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            ce = -(p * F.log_softmax(x @ w.T + b, dim=1)).sum(1).mean()
-            loss = ce + 0.5 * self.ridge * ((w * sd) ** 2).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
+        sd = x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1])
+        w, b = softmax_regression(
+            x, p, self.ridge, REFIT_ITERATIONS, (self.weight, self.bias), sd, torch.float32, history=10
+        )
         self.weight.copy_(w.detach().to(self.weight))
         self.bias.copy_(b.detach().to(self.bias))
         self.refits += 1

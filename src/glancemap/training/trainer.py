@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from ..explainer import PTameExplainer, PTameLoss
 from ..explainer.perturbation import perturb, remove_regions, top_fraction_mask
 from ..images import BadFileLog, ImageFiles, collate_skip_none, list_images, scan_images
-from ..models import Classifier, load_classifier
+from ..models import Classifier
 from .checkpoint import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -40,7 +40,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, TrainingDivergedError, auto_steps
 from .distributed import ResumableDistributedSampler, resolve_device, setup_distributed
-from .init import build_explainer, config_class_names
+from .init import build_explainer, load_networks
 from .outdir import claim_folder, data_fingerprint
 from .selection import HOLDOUT_SHARE, held_out_score, holdout_split
 from .surrogate import REFIT_EVERY, Surrogate, calls_of, plan_calls
@@ -149,18 +149,14 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     if env.is_main and bad.count:
         print(f"glancemap: skipped {bad.count} unreadable file(s) of {len(files) + bad.count}", file=sys.stderr)
     data = data_fingerprint(files)
-    if backbone is None:
-        backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
-    if config.class_names:
-        backbone.class_names = config_class_names(config, backbone.num_classes)
-    auxiliary = load_classifier(config.auxiliary, config.auxiliary_weights, device=device)
+    backbone, auxiliary = load_networks(config, device, backbone.to(device) if backbone is not None else None)
     held_out: list = []
     share = config.holdout
     if share is None:  # by default, check where the start is new: a readout distilled for other classes
         share = 0.0 if auxiliary.class_names == backbone.class_names else HOLDOUT_SHARE
     if config.init == "aux-cam" and not config.init_from and config.max_steps != 0:  # 0 steps: nothing to check
         files, held_out = holdout_split(files, share, config.seed)
-    explainer = build_explainer(config, device, files, backbone=backbone.to(device), auxiliary=auxiliary)
+    explainer = build_explainer(config, device, files, backbone=backbone, auxiliary=auxiliary)
     start_state = {k: v.detach().clone() for k, v in explainer.head.state_dict().items()} if held_out else None
     surrogate = None
     if not explainer.backbone.differentiable:
