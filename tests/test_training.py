@@ -348,27 +348,3 @@ def test_checkpoint_from_before_a_new_setting_still_resumes(tmp_path, image_fold
     assert "resumed from" in capsys.readouterr().err
     with pytest.raises(ValueError, match="train_aux_sides"):
         train(replace(cfg, train_aux_sides=[48]), resume=True, progress_bar=False)
-
-
-def test_mosaics_put_each_image_in_one_corner_among_other_batch_images():
-    from glancemap.training.trainer import mosaics
-
-    b, side = 6, 16
-    images = torch.arange(1, b + 1, dtype=torch.float32).view(b, 1, 1, 1).expand(b, 3, side, side) / 10
-    assert torch.equal(mosaics(images, 0.0), images)
-    out = mosaics(images, 1.0, torch.Generator().manual_seed(0))
-    h = side // 2
-    for i in range(b):
-        corners = [out[i, 0, y : y + h, x : x + h] for y in (0, h) for x in (0, h)]
-        values = [round(c.mean().item(), 4) for c in corners]
-        assert all(torch.allclose(c, c[0, 0]) for c in corners)  # each corner is one whole image
-        assert values.count(round(images[i, 0, 0, 0].item(), 4)) == 1  # its own image, once
-        assert len(set(values)) == 4  # three different other images
-    again = mosaics(images, 1.0, torch.Generator().manual_seed(0))
-    assert torch.equal(out, again)
-
-
-def test_mosaic_training_runs_and_is_recorded(tmp_path, image_folder):
-    explainer = train(_config(tmp_path, image_folder, mosaic=0.5, batch_size=4, max_steps=2), progress_bar=False)
-    assert explainer.training_info["mosaic"] == 0.5
-    assert explainer.training_info["steps"] == 2

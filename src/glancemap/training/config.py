@@ -148,13 +148,6 @@ class TrainConfig:
         parse=tuple,
         range=Range(above=0, maximum=1),
     )
-    mosaic: float = option(
-        0.0,
-        "share of training images shown in one corner of a 2x2 mosaic with three other images of the batch "
-        "(their class is still the image's own): the map must then keep its own tile and drop the others",
-        type=float,
-        range=Range(minimum=0, maximum=1),
-    )
     max_steps: int | None = option(
         None, "stop after this many steps (0: save the untrained start)", type=int, range=COUNT_OR_ZERO
     )
@@ -218,7 +211,6 @@ class TrainConfig:
         "head_bias",
         "epochs",
         "batch_size",
-        "mosaic",
         "call_budget",
         "holdout",
         "seed",

@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader
 from ..explainer import PTameExplainer, PTameLoss
 from ..explainer.perturbation import perturb, remove_regions, top_fraction_mask
 from ..images import BadFileLog, ImageFiles, collate_skip_none, list_images, scan_images
-from ..localization import tile
 from ..models import Classifier
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -59,21 +58,6 @@ def step_aux_size(config: TrainConfig, step: int, sides: Sequence[int] | None = 
     return (side, side)
 
 
-def mosaics(images: torch.Tensor, share: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each image, with probability ``share``, replaced by a 2x2 mosaic (at the same size) of itself in a
-    random corner and three other images of the batch. ``images``: ``(B,3,H,W)`` in [0,1], B >= 4."""
-    b = images.shape[0]
-    if share <= 0 or b < 4:
-        return images
-    chosen = (torch.rand(b, generator=generator) < share).nonzero().flatten().tolist()
-    out = images.clone()
-    for i in chosen:
-        others = [j for j in torch.randperm(b, generator=generator).tolist() if j != i][:3]
-        others.insert(int(torch.randint(4, (1,), generator=generator)), i)
-        out[i] = tile(images[others], 2, tuple(images.shape[-2:]))
-    return out
-
-
 def training_step(
     explainer: PTameExplainer,
     head: torch.nn.Module,
@@ -82,16 +66,13 @@ def training_step(
     aux_size: tuple[int, int] | None = None,
     surrogate: Surrogate | None = None,
     query: bool = False,
-    mosaic: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Targets are the backbone's top-1 on the clean batch; the map of each image's target
     multiplies it; the loss sees the maps of every batch target on every image (B x B).
     ``aux_size``: the side the auxiliary runs at this step (default: its input size).
     ``surrogate``: a black-box backbone's differentiable stand-in, which scores the masked and
     removed images (the black box still gives the targets); ``query`` also sends those images to
-    the black box, for the surrogate's next refit.
-    ``mosaic``: share of the images shown inside a mosaic of the batch (:func:`mosaics`), after their
-    targets are taken on their own."""
+    the black box, for the surrogate's next refit."""
     if surrogate is None:
         with torch.no_grad():
             targets = explainer.backbone(images).argmax(dim=1)
@@ -104,7 +85,6 @@ def training_step(
         def classify(x: torch.Tensor) -> torch.Tensor:
             return surrogate.classify(x, query)
 
-    images = mosaics(images, mosaic)
     features = explainer.features(images, aux_size)
     raw = head(features, targets)  # (B,B,h,w): all batch targets on each image
     maps = torch.sigmoid(raw)
@@ -319,14 +299,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 images = batch[0].to(device, non_blocking=True)
                 query = plan is not None and plan.queries(step)
                 loss, terms = training_step(
-                    explainer,
-                    model,
-                    images,
-                    loss_fn,
-                    step_aux_size(config, step, aux_sides),
-                    surrogate,
-                    query,
-                    config.mosaic,
+                    explainer, model, images, loss_fn, step_aux_size(config, step, aux_sides), surrogate, query
                 )
                 if not torch.isfinite(loss):
                     terms_text = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
@@ -417,7 +390,6 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         "head": explainer.head.kind,
         **({"readout": readout} if readout else {}),
         "train_aux_sides": aux_sides,
-        **({"mosaic": config.mosaic} if config.mosaic else {}),
         "epochs": config.epochs,
         "steps": step,
         "batch_size": config.batch_size,
