@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from glancemap.evaluation.grid import GridConfig, _grid_image, confident_images
+from glancemap.evaluation.grid import GridConfig, grid_image, grids_for
 from glancemap.explainer import load_explainer
 from glancemap.images import list_images
-from glancemap.localization import grid_localization, plan_grids
-from glancemap.methods import MethodContext, create_method, method_label
-from glancemap.visualization import _font, overlay
+from glancemap.localization import grid_localization
+from glancemap.methods import MethodContext, create_method, method_label, method_names
+from glancemap.visualization import caption_font, overlay
 
 
 def main() -> None:
@@ -40,22 +40,21 @@ def main() -> None:
     backbone = explainer.backbone
     config = GridConfig()
     files = list_images(args.data)
-    grids = plan_grids(confident_images(backbone, files, config.threshold), config.n, config.seed)
-    chosen = grids[args.skip : args.skip + args.grids]
-    names = [m.strip() for m in args.methods.split(",")]
+    chosen = grids_for(backbone, files, config)[args.skip : args.skip + args.grids]
+    names = method_names(args.methods)
     context = MethodContext(backbone=backbone, explainer=explainer, auxiliary=explainer.auxiliary)
     methods = {name: create_method(name, context) for name in names}
 
     s, pad, head = args.side, 6, 34
     canvas = Image.new("RGB", (pad + (len(names) + 1) * (s + pad), head + len(chosen) * (s + pad)), "white")
     draw = ImageDraw.Draw(canvas)
-    font = _font(15)
+    font = caption_font(15)
     draw.text((pad, 8), "grid, cell framed", fill="black", font=font)
     for col, name in enumerate(names, start=1):
         draw.text((pad + col * (s + pad), 8), method_label(name), fill="black", font=font)
     for row, grid in enumerate(chosen):
         cell = row % (config.n * config.n)  # a different corner in each row
-        image = _grid_image(grid, backbone, config.n)
+        image = grid_image(grid, backbone, config.n)
         target = torch.tensor([grid.classes[cell]])
         y = head + row * (s + pad)
         plain = Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).resize((s, s))

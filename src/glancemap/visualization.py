@@ -22,7 +22,7 @@ def overlay(image: torch.Tensor, heatmap: torch.Tensor, alpha: float = 0.5, cmap
     return Image.fromarray((img * (1 - alpha) + heat * alpha).astype(np.uint8))
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def caption_font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -47,7 +47,7 @@ def explanation_panel(
     """
     h, w = image.shape[-2:]
     caption = max(18, h // 12)
-    font = _font(int(caption * 0.7))
+    font = caption_font(int(caption * 0.7))
     tiles = [Image.fromarray((image.cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8))]
     labels = [title]
     for m, name, score in zip(maps, class_names, scores):

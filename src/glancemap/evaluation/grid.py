@@ -47,7 +47,13 @@ def confident_images(backbone, files: Sequence[Path], threshold: float, batch_si
     return out
 
 
-def _grid_image(grid: Grid, backbone, n: int) -> torch.Tensor:
+def grids_for(backbone, files: Sequence[Path], config: GridConfig, batch_size: int = 16) -> list[Grid]:
+    """The grids ``config`` makes from ``files``: their confident images, shuffled with its seed."""
+    return plan_grids(confident_images(backbone, files, config.threshold, batch_size), config.n, config.seed)
+
+
+def grid_image(grid: Grid, backbone, n: int) -> torch.Tensor:
+    """``grid``'s images tiled into one ``(3,H,W)`` image in [0,1] at the backbone's input size."""
     transform = backbone.preprocessing.eval_transform()
     cells = torch.stack([transform(load_image(f)) for f in grid.files])
     return tile(cells, n, backbone.input_size)
@@ -67,7 +73,7 @@ def run_grid_evaluation(
 
     done = run.open()
     backbone, n = run.backbone, config.n
-    grids = plan_grids(confident_images(backbone, files, config.threshold, batch_size), n, config.seed)
+    grids = grids_for(backbone, files, config, batch_size)
     per_call = max(1, batch_size // (n * n))  # whole grids per call
     with open(run.results, "a") as sink:
         for name, factory in methods.items():
@@ -79,7 +85,7 @@ def run_grid_evaluation(
                        disable=not progress, dynamic_ncols=True)  # fmt: skip
             for start in range(0, len(todo), per_call):
                 chosen = todo[start : start + per_call]
-                images = torch.stack([_grid_image(grids[g], backbone, n) for g in chosen]).to(backbone.device)
+                images = torch.stack([grid_image(grids[g], backbone, n) for g in chosen]).to(backbone.device)
                 images = images.repeat_interleave(n * n, dim=0)  # one copy per cell
                 targets = torch.tensor([c for g in chosen for c in grids[g].classes], device=backbone.device)
                 cells = torch.arange(n * n, device=backbone.device).repeat(len(chosen))

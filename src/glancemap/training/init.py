@@ -19,9 +19,11 @@ def load_networks(
     config: TrainConfig, device: torch.device, backbone: Classifier | None = None, auxiliary: Classifier | None = None
 ) -> tuple[Classifier, Classifier]:
     """The backbone and the auxiliary ``config`` names (each unless given), the backbone with the
-    class names ``config.class_names`` asks for."""
+    class names ``config.class_names`` asks for; a given backbone is moved to ``device``."""
     if backbone is None:
         backbone = load_classifier(config.backbone, config.backbone_weights, device=device)
+    else:
+        backbone = backbone.to(device)
     if config.class_names:
         backbone.class_names = config_class_names(config, backbone.num_classes)
     if auxiliary is None:

@@ -146,7 +146,14 @@ class Surrogate(nn.Module):
         p = torch.cat(self._probs).float()
         sd = x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1])
         w, b = softmax_regression(
-            x, p, self.ridge, REFIT_ITERATIONS, (self.weight, self.bias), sd, torch.float32, history=10
+            x,
+            p,
+            self.ridge,
+            iterations=REFIT_ITERATIONS,
+            start=(self.weight, self.bias),
+            feature_scale=sd,
+            dtype=torch.float32,
+            history=10,
         )
         self.weight.copy_(w.detach().to(self.weight))
         self.bias.copy_(b.detach().to(self.bias))

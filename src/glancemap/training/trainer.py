@@ -149,7 +149,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     if env.is_main and bad.count:
         print(f"glancemap: skipped {bad.count} unreadable file(s) of {len(files) + bad.count}", file=sys.stderr)
     data = data_fingerprint(files)
-    backbone, auxiliary = load_networks(config, device, backbone.to(device) if backbone is not None else None)
+    backbone, auxiliary = load_networks(config, device, backbone)
     held_out: list = []
     share = config.holdout
     if share is None:  # by default, check where the start is new: a readout distilled for other classes
