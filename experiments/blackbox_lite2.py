@@ -9,13 +9,14 @@ runs on the train images (gradient-free, chosen by itself); it resumes if interr
 every method is scored on the dev images with the PyTorch Lite2 (the same function; its
 top-1 agrees with the ONNX file's): the gradient-free explainer (``ptame-blackbox``, the
 paired reference), the shipped gradient-trained head (``ptame``), RISE (what black-box users
-have today), the auxiliary CAM and the centred Gaussian. Writes ``table.md`` and ``paired.md``
-into ``<out>/eval``.
+have today; its queries go to the ONNX file, as a black-box user's would), the auxiliary CAM
+and the centred Gaussian. Writes ``table.md`` and ``paired.md`` into ``<out>/eval``.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from glancemap import load_explainer
@@ -23,7 +24,7 @@ from glancemap.evaluation import MetricConfig
 from glancemap.evaluation.stream import Run, plan_methods, run_evaluation
 from glancemap.evaluation.tables import paired_differences, summarize, write_paired_table, write_tables
 from glancemap.images import list_images
-from glancemap.methods import MethodContext
+from glancemap.methods import MethodContext, create_method
 from glancemap.models import export_classifier_onnx, load_classifier
 from glancemap.training import TrainConfig, train
 
@@ -62,6 +63,11 @@ def main() -> None:
     context = MethodContext(torch_lite2, shipped, shipped.auxiliary, {})
     names = [m for m in args.methods.split(",") if m]
     factories, identities = plan_methods(names, context, {"blackbox": blackbox})
+    if "rise" in factories:
+        # RISE as a black-box user runs it: its 4000 queries per map go to the ONNX file (the
+        # scores, like every method's, come from the PyTorch Lite2)
+        factories["rise"] = lambda: create_method("rise", replace(context, backbone=blackbox.backbone))
+        identities["rise"] = {**identities["rise"], "queries": str(onnx_path)}
     files = list_images(args.dev)[: args.limit]
     run = Run(
         out=out / "eval",

@@ -19,7 +19,9 @@ prints the ratios.
 
 ``--onnx`` also times the explainer (and its one pass) and the backbone exported
 to ONNX and run by ONNX Runtime on the same batch, and prints the cost of an
-explanation in backbone forwards within that runtime.
+explanation in backbone forwards within that runtime, beside the auxiliary's
+own pass (its classifier at its first side, no head): the difference between
+that and the one pass is what the head and the resizing cost.
 """
 
 from __future__ import annotations
@@ -100,8 +102,14 @@ def onnx_contenders(explainer, one_pass, images: torch.Tensor, targets: torch.Te
     session = onnxruntime.InferenceSession(str(backbone_file), providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: images.cpu().numpy()}
     maps = load_explainer(export_onnx(explainer, folder / "maps.onnx"), backbone=explainer.backbone)
+    # the auxiliary alone at its first side (its classifier, no head): what a one pass costs before the head
+    aux_file = export_classifier_onnx(explainer.auxiliary, folder / "auxiliary.onnx")
+    aux_session = onnxruntime.InferenceSession(str(aux_file), providers=["CPUExecutionProvider"])
+    aux_images = torch.rand(images.shape[0], 3, *explainer.aux_sizes[0]).numpy()
+    aux_feed = {aux_session.get_inputs()[0].name: aux_images}
     out = {
         "onnxruntime: backbone forward": lambda: session.run(None, feed),
+        "onnxruntime: auxiliary forward": lambda: aux_session.run(None, aux_feed),
         "onnxruntime: explain (given classes)": lambda: maps(images.cpu(), targets.cpu()),
     }
     if explainer.extra_aux_sizes:
@@ -200,7 +208,7 @@ def main() -> None:
         )
     if args.onnx:
         ort = "onnxruntime: "
-        for name in ("explain (given classes)", "explain, one pass (given)"):
+        for name in ("explain (given classes)", "explain, one pass (given)", "auxiliary forward"):
             if ort + name in m:
                 ratio = m[ort + name] / m[ort + "backbone forward"]
                 print(f"  ratio {ort}{name}/backbone forward: {ratio:.2f} (both in ONNX Runtime)")
