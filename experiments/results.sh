@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates every table in docs/results.md from the shipped explainers (about 5 h on a 2-core CPU, where
+# Regenerates every table in docs/results.md from the shipped explainers (about 7 h on a 2-core CPU, where
 # Score-CAM, Ablation-CAM, RISE and Opti-CAM take most of it; DEVICE=cuda runs everything on a GPU; set GLANCEMAP_SAMPLE_DIR
 # if the ImageNet sample is not at ../shared/data/imagenet-sample). The "P-TAME (previous)" and
 # "P-TAME (per-class)" rows of docs/results.md are earlier default heads (git history, commits 8908426 and
@@ -37,3 +37,7 @@ $GLANCEMAP evaluate --data splits/dev.txt --grid 2 --out runs/eval-efficientnet_
 
 # Your own label set: restricted_imagenet9 (trains its explainers first; about 1.5 h on the CPU)
 DEVICE="$DEVICE" bash experiments/restricted_imagenet9.sh
+
+# Training against a black box: Lite2 as an ONNX file, gradient-free (about 1.5 h of training on the CPU)
+.venv/bin/python experiments/blackbox_lite2.py --train splits/train.txt --dev splits/dev.txt --out runs/blackbox \
+  --methods ptame,auxcam,gaussian,rise --limit-for rise=16
