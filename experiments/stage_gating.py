@@ -7,7 +7,8 @@ deep map decide where shallow evidence may count, with no retraining:
 - ``sum``: the head as trained (deep + shallow);
 - ``deep``: the last stage alone;
 - ``gate<k>``: deep + shallow * sigmoid(k * z), z the deep map standardised per map;
-- ``mul``: minmax(deep) * minmax(deep + shallow).
+- ``mul``: minmax(deep) * minmax(deep + shallow);
+- ``relu``: deep + shallow clipped at zero (a display change, as the auxiliary CAM's ReLU).
 
 Each variant runs at the explainer's auxiliary sides (multi-scale as shipped) and is scored on the
 grid pointing game (grids from ``files`` as ``glancemap evaluate --grid 2`` builds them) and on
@@ -51,6 +52,8 @@ def combine(deep: torch.Tensor, shallow: torch.Tensor, variant: str) -> torch.Te
         return deep + shallow
     if variant == "deep":
         return deep
+    if variant == "relu":
+        return (deep + shallow).relu()
     if variant.startswith("gate"):
         flat = deep.flatten(1)
         z = (deep - flat.mean(1).view(-1, 1, 1, 1)) / (flat.std(1).view(-1, 1, 1, 1) + 1e-8)
