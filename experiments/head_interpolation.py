@@ -8,7 +8,7 @@ sweep over ``a`` shows whether some point keeps the gain and loses less. Write t
     python experiments/head_interpolation.py --start runs/in_start/explainer --trained default \\
         --alphas 0.25,0.5,0.75 --out runs/interp
     glancemap evaluate --data splits/dev.txt --explainer default --grid 2 \\
-        --also start=runs/in_start/explainer a050=runs/interp/a050 ...
+        --also start=runs/in_start/explainer --also a050=runs/interp/a050
 """
 
 from __future__ import annotations
