@@ -26,6 +26,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from variant_scoring import faithfulness
 
 from glancemap import load_explainer
 from glancemap.evaluation import mean_and_se, read_results
@@ -33,7 +34,7 @@ from glancemap.explainer.head import SharedReadoutHead
 from glancemap.explainer.perturbation import remove_regions
 from glancemap.images import load_image
 from glancemap.maps import gaussian_blur, minmax_normalize, resize_maps
-from glancemap.metrics import confidence_change, relevance_order, removed_masks, road, telea_inpaint
+from glancemap.metrics import relevance_order, removed_masks, telea_inpaint
 from glancemap.models.classifier import find_linear_classifier
 
 
@@ -153,19 +154,11 @@ def main() -> None:
         explainer, tokens = base, name
         if name.startswith("x:"):
             explainer, tokens = load_explainer(name[2:], backbone=backbone), ""
-        maps = variant_maps(explainer, images, targets, tokens, b)
-        gap, morf, drop = [], [], []
-        for i in range(0, len(files), b):
-            sl = slice(i, i + b)
-            with torch.no_grad():
-                r = road(backbone, images[sl], maps[sl], targets=targets[sl])
-                cc = confidence_change(backbone, images[sl], maps[sl], 1.0, clean_probs=clean[sl])
-            gap += (r["lerf_auc"] - r["morf_auc"]).tolist()
-            morf += r["morf_auc"].tolist()
-            drop += cc["drop"].tolist()
+        scores = faithfulness(backbone, images, variant_maps(explainer, images, targets, tokens, b), b)
+        gap = scores["LeRF-MoRF"].tolist()
         line = (
-            f"{name}: n {len(files)}, LeRF-MoRF {sum(gap) / len(gap):.3f}, MoRF {sum(morf) / len(morf):.3f}, "
-            f"AD@100 {sum(drop) / len(drop):.2f}"
+            f"{name}: n {len(files)}, LeRF-MoRF {scores['LeRF-MoRF'].mean():.3f}, MoRF {scores['MoRF'].mean():.3f}, "
+            f"AD@100 {scores['AD@100'].mean():.2f}"
         )
         for method in args.against.split(","):
             scored = reference.get(method, {})

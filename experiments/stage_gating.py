@@ -22,27 +22,17 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
+from variant_scoring import faithfulness, grid_cells, grid_scores, load_images, paired_line
 
 from glancemap import load_explainer
-from glancemap.evaluation import mean_and_se
-from glancemap.evaluation.grid import GridConfig, grid_image, grids_for
-from glancemap.images import list_images, load_image
-from glancemap.localization import grid_localization
+from glancemap.images import list_images
 from glancemap.maps import minmax_normalize
-from glancemap.metrics import confidence_change, road
 
 
 def stage_parts(head, features: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The class maps' logits ``(B,1,h,w)`` split into the last stage's part and the other stages' sum."""
     weight, bias = head.class_weights(targets)
-    size = features[0].shape[-2:]
-    parts, start = [], 0
-    for block, feat in zip(head.blocks, features):
-        c = feat.shape[1]
-        p = torch.einsum("bchw,bc->bhw", block(feat), weight[:, start : start + c]).unsqueeze(1)
-        start += c
-        parts.append(F.interpolate(p, size=size, mode="bilinear", align_corners=False) if p.shape[-2:] != size else p)
+    parts = head.stage_maps(features, weight.unsqueeze(1))
     deep = parts[-1] if bias is None else parts[-1] + bias.view(-1, 1, 1, 1)
     return deep, sum(parts[:-1])
 
@@ -73,22 +63,6 @@ def variant_maps(explainer, images: torch.Tensor, targets: torch.Tensor, variant
     return torch.cat(out)
 
 
-@torch.no_grad()
-def faithfulness(explainer, images: torch.Tensor, variant: str, batch: int) -> dict[str, torch.Tensor]:
-    """Per image ROAD LeRF-MoRF and AD@100 of ``variant``'s maps for the backbone's top-1."""
-    backbone = explainer.backbone
-    clean = torch.cat([backbone(images[i : i + batch]).softmax(1) for i in range(0, len(images), batch)])
-    targets = clean.argmax(1)
-    maps = variant_maps(explainer, images, targets, variant, batch)
-    gap, drop = [], []
-    for i in range(0, len(images), batch):
-        sl = slice(i, i + batch)
-        r = road(backbone, images[sl], maps[sl], targets=targets[sl])
-        gap.append(r["lerf_auc"] - r["morf_auc"])
-        drop.append(confidence_change(backbone, images[sl], maps[sl], 1.0, clean_probs=clean[sl])["drop"])
-    return {"LeRF-MoRF": torch.cat(gap).float(), "AD@100": torch.cat(drop).float()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", help="a .txt list of images (e.g. splits/dev.txt)")
@@ -102,32 +76,23 @@ def main() -> None:
     explainer = load_explainer(args.explainer, device="cpu")
     backbone, b = explainer.backbone, args.batch_size
     files = list_images([args.files])
-    config = GridConfig()
-    grids = grids_for(backbone, files, config)
-    n = config.n
-    grid_images = torch.stack([grid_image(g, backbone, n) for g in grids]).repeat_interleave(n * n, 0)
-    grid_targets = torch.tensor([c for g in grids for c in g.classes])
-    cells = torch.arange(n * n).repeat(len(grids))
-
-    transform = backbone.preprocessing.eval_transform()
+    grid = grid_cells(backbone, files)
     faithful_files = files[: args.faithfulness_limit]
-    images = torch.stack([transform(load_image(f)) for f in faithful_files]) if faithful_files else None
+    images = load_images(backbone, faithful_files) if faithful_files else None
+    targets = (
+        None if images is None else torch.cat([backbone(images[i : i + b]).argmax(1) for i in range(0, len(images), b)])
+    )
 
-    scores: dict[str, dict[str, torch.Tensor]] = {}
-    for variant in args.variants.split(","):
-        loc = grid_localization(variant_maps(explainer, grid_images, grid_targets, variant, b), cells, n, config.seed)
-        scores[variant] = {k: v.float() for k, v in loc.items()}
+    variants = args.variants.split(",")
+    base = None
+    for variant in variants:
+        scores = grid_scores(variant_maps(explainer, grid.images, grid.targets, variant, b), grid)
         if images is not None:
-            scores[variant] |= faithfulness(explainer, images, variant, b)
-        base = scores[args.variants.split(",")[0]]
-        line = f"{variant}: {len(cells)} cells, {len(faithful_files)} images |"
-        for k, v in scores[variant].items():
-            line += f" {k} {v.mean():.3f}"
-            if variant != args.variants.split(",")[0]:
-                mean, se = mean_and_se((v - base[k]).tolist())
-                line += f" ({mean:+.3f} ± {se:.3f})"
-            line += ","
-        print(line.rstrip(","), flush=True)
+            scores |= faithfulness(backbone, images, variant_maps(explainer, images, targets, variant, b), b)
+        print(
+            paired_line(f"{variant} ({len(grid.cells)} cells, {len(faithful_files)} images)", scores, base), flush=True
+        )
+        base = base or scores
 
 
 if __name__ == "__main__":

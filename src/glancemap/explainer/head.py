@@ -108,8 +108,14 @@ class FusionHead(nn.Module):
         """Maps ``(B,n,h,w)`` from per-image fusion weights ``(B,n,sum C)`` and bias ``(B,n)``
         (broadcastable), through this head's feature blocks: :meth:`forward` with weights
         given instead of classes."""
+        out = torch.stack(self.stage_maps(features, weight)).sum(0)
+        return out if bias is None else out + bias[..., None, None]
+
+    def stage_maps(self, features: Sequence[torch.Tensor], weight: torch.Tensor) -> list[torch.Tensor]:
+        """Each stage's share of :meth:`fuse_with`'s maps (no bias), shallow to deep: ``(B,n,h,w)``
+        per stage at the finest stage's resolution; their sum is the fused map."""
         size = features[0].shape[-2:]
-        out = None
+        parts = []
         start = 0
         for block, feat in zip(self.blocks, features):
             c = feat.shape[1]
@@ -117,9 +123,8 @@ class FusionHead(nn.Module):
             start += c
             if projected.shape[-2:] != size:
                 projected = F.interpolate(projected, size=size, mode="bilinear", align_corners=False)
-            out = projected if out is None else out + projected
-        assert out is not None
-        return out if bias is None else out + bias[..., None, None]
+            parts.append(projected)
+        return parts
 
 
 class AttentionHead(FusionHead):
