@@ -1,14 +1,21 @@
 """Strictly monotone displays of an explainer's maps: how much of the grid floor is display.
 
-An explainer's map is min-max normalised logits; raising it to a power ``g > 1`` darkens the
-low values and keeps the order of every pixel, so the rank-only scores (top-area share,
-pointing hit, ROAD) cannot move and only the value-reading ones (mass share, Average Drop) can.
+An explainer's map is min-max normalised logits. A strictly monotone display keeps the order
+of every pixel, so the rank-only scores (top-area share, pointing hit, ROAD) cannot move and
+only the value-reading ones (mass share, Average Drop) can. Displays:
+
+- ``p<g>``: the map raised to the power g (``p1``: the map as it is);
+- ``l<e>``: each auxiliary pass's logits through a leaky ReLU of slope e at zero, before the
+  explainer's min-max and multi-scale mean (the floor where the calibrated map is below zero);
+- ``r<e>``: the same at the zero of the logits without the head's offset, as the auxiliary
+  CAM's ReLU: the explainer's own ``negative_slope`` display (``PTameExplainer``).
+
 Each explainer is scored on the grid pointing game (grids from ``files`` as ``glancemap
 evaluate --grid 2`` builds them) and on AD@100 and AD@50 on the ``files`` themselves (ROAD
-too, for the first power only, since it reads ranks), paired with its own first power.
+too, for the first display only, since it reads ranks), paired with its own first display.
 
     python experiments/map_display.py splits/dev.txt --explainers default,runs/in_start/explainer \\
-        --powers 1,2,3,4,6
+        --displays p1,p2,p3,p4,l0.05,r0.05
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+import torch.nn.functional as F
 from variant_scoring import faithfulness, grid_cells, grid_scores, load_images, paired_line
 
 from glancemap import load_explainer
@@ -23,38 +31,48 @@ from glancemap.images import list_images
 
 
 @torch.no_grad()
-def maps_of(explainer, images: torch.Tensor, targets: torch.Tensor, batch: int) -> torch.Tensor:
-    """The explainer's own maps ``(N,1,H,W)`` in [0,1], batch by batch."""
-    return torch.cat([explainer(images[i : i + batch], targets[i : i + batch]) for i in range(0, len(images), batch)])
+def maps_of(explainer, images: torch.Tensor, targets: torch.Tensor, display: str, batch: int) -> torch.Tensor:
+    """The explainer's maps ``(N,1,H,W)`` in [0,1] shown as ``display`` says, batch by batch."""
+    kind, value = display[0], float(display[1:])
+    shown = explainer.with_negative_slope(value if kind == "r" else 1.0)
+    out = []
+    for i in range(0, len(images), batch):
+        x, t = images[i : i + batch], targets[i : i + batch]
+        if kind in "pr":
+            out.append(shown(x, t) ** (value if kind == "p" else 1.0))
+        elif kind == "l":
+            heads = lambda f, t=t: F.leaky_relu(explainer.head(f, t, per_sample=True), value)  # noqa: E731
+            out.append(explainer.multiscale_maps(x, x.shape[-2:], heads))
+        else:
+            raise ValueError(f"unknown display {display!r}")
+    return torch.cat(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", help="a .txt list of images (e.g. splits/dev.txt)")
     ap.add_argument("--explainers", default="default", help="comma-separated names or folders")
-    ap.add_argument("--powers", default="1,2,3,4,6")
+    ap.add_argument("--displays", default="p1,p2,p3,p4,l0.05,r0.05")
     ap.add_argument("--faithfulness-limit", type=int, default=None, help="score AD on the first N images only")
+    ap.add_argument("--no-road", action="store_true", help="skip ROAD (it reads ranks, which no display moves)")
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    powers = [float(p) for p in args.powers.split(",")]
     files = list_images([args.files])
     backbone = None
     for name in args.explainers.split(","):
         explainer = load_explainer(name, device="cpu", backbone=backbone)
         backbone, b = explainer.backbone, args.batch_size
         grid = grid_cells(backbone, files)
-        grid_maps = maps_of(explainer, grid.images, grid.targets, b)
         images = load_images(backbone, files[: args.faithfulness_limit])
         targets = torch.cat([backbone(images[i : i + b]).argmax(1) for i in range(0, len(images), b)])
-        maps = maps_of(explainer, images, targets, b)
         base = None
-        for g in powers:
-            scores = grid_scores(grid_maps**g, grid)
-            scores |= faithfulness(backbone, images, maps**g, b, with_road=base is None)
-            label = f"{name} ^{g:g} ({len(grid.cells)} cells, {len(images)} images)"
-            print(paired_line(label, scores, base), flush=True)
+        for display in args.displays.split(","):
+            scores = grid_scores(maps_of(explainer, grid.images, grid.targets, display, b), grid)
+            maps = maps_of(explainer, images, targets, display, b)
+            scores |= faithfulness(backbone, images, maps, b, with_road=base is None and not args.no_road)
+            print(paired_line(f"{name} {display} ({len(grid.cells)} cells, {len(images)} images)", scores, base))
             base = base or scores
 
 

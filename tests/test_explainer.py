@@ -257,3 +257,53 @@ def test_recipe_of_an_explainer_trained_with_a_removed_fill_is_refused():
     old["training"]["loss_weights"]["destroy_fill"] = "diffuse"
     with pytest.raises(ValueError, match="no longer has"):
         training_recipe(old)
+
+
+def test_evidence_against_the_class_is_shown_near_zero_in_the_same_pixel_order(tiny_backbone, tiny_aux):
+    import torch.nn.functional as F
+
+    from glancemap.maps import minmax_normalize
+
+    shown = PTameExplainer(tiny_backbone, tiny_aux, head_bias=True, negative_slope=0.05)
+    _random_head(shown)
+    plain = shown.with_negative_slope(1.0)
+    x = torch.rand(2, 3, *shown.input_size)
+    t = torch.tensor([3, 3])
+    fuse = shown.head.fuse
+    with torch.no_grad():
+        features = shown.features(x)
+
+        def evidence() -> torch.Tensor:  # by hand: the fused logits without the class's bias
+            return shown.head(features, t, per_sample=True) - fuse.bias[t].view(-1, 1, 1, 1)
+
+        # centre class 3's evidence on these images, so that some pixels speak against it
+        weight = fuse.weight[3].clone()
+        fuse.weight[3] = 1.0
+        ones = evidence().mean()
+        fuse.weight[3] = weight
+        fuse.weight[3] -= evidence().mean() / ones
+        evidence = evidence()
+    expected = minmax_normalize(F.leaky_relu(evidence, 0.05))
+    ours = shown.all_maps(x, resolution="head")[torch.arange(2), t].unsqueeze(1)
+    assert torch.allclose(ours, expected, atol=1e-5)
+    base = plain.all_maps(x, resolution="head")[torch.arange(2), t].unsqueeze(1)
+    assert torch.equal(ours.flatten(1).argsort(1), base.flatten(1).argsort(1))  # no pixel changes rank
+    against = evidence < 0
+    assert 0.1 < against.float().mean() < 0.9
+    assert (ours[against] <= base[against]).all() and (ours[against] < base[against]).float().mean() > 0.9
+    assert shown(x, t).shape == (2, 1, *shown.input_size)
+
+
+def test_negative_slope_round_trips_and_old_configs_show_plain_maps(tmp_path, tiny_backbone, tiny_aux):
+    PTameExplainer(tiny_backbone, tiny_aux, negative_slope=0.2).save(tmp_path / "e")
+    cfg = json.loads((tmp_path / "e" / "config.json").read_text())
+    assert cfg["negative_slope"] == 0.2
+    assert load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux).negative_slope == 0.2
+    del cfg["negative_slope"]  # written before the setting existed: the maps it was saved with
+    (tmp_path / "e" / "config.json").write_text(json.dumps(cfg))
+    assert load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux).negative_slope == 1.0
+    (tmp_path / "e" / "config.json").write_text(json.dumps(cfg | {"negative_slope": 0}))
+    with pytest.raises(ValueError, match="negative_slope"):
+        load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux)
+    with pytest.raises(ValueError, match="negative_slope"):
+        PTameExplainer(tiny_backbone, tiny_aux, negative_slope=1.5)

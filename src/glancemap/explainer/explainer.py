@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ..maps import minmax_normalize, resize_maps
@@ -25,6 +26,9 @@ FORMAT = "glancemap-explainer/1"
 # explainer folders written before the project was renamed from ptame: read the same way
 LEGACY_FORMATS = ("ptame-explainer/1",)
 DEFAULT_EXPLAINER_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
+# the maps' slope where a pixel's evidence is against the class (see PTameExplainer): a floor on
+# other objects that keeps every pixel's order; 1.0 is the plain min-max of the logits
+NEGATIVE_SLOPE = 0.05
 
 
 def check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
@@ -36,6 +40,13 @@ def check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
             raise ValueError(f"an auxiliary size must be a positive side or (height, width), got {size!r}")
         out.append(pair)
     return out
+
+
+def check_slope(slope: float) -> float:
+    """``slope`` as a float, if it is a valid ``negative_slope`` (in (0, 1])."""
+    if not 0.0 < slope <= 1.0:
+        raise ValueError(f"negative_slope must be in (0, 1], got {slope}")
+    return float(slope)
 
 
 class PTameExplainer(nn.Module, Explainer):
@@ -64,6 +75,12 @@ class PTameExplainer(nn.Module, Explainer):
         readout: ``(K, D)`` weights of that classifier, for a backbone whose classes the
             auxiliary does not have (see :mod:`glancemap.training.readout`); default: the
             auxiliary's own classifier, when it has the backbone's classes.
+        negative_slope: how the maps show evidence against the class. Each auxiliary pass's
+            class logits, without the head's offset, go through a leaky ReLU of this slope
+            before min-max normalisation, like the ReLU of CAM methods but strictly monotone,
+            so no two pixels tie: pixels that speak for another class (another object) sit
+            near zero. 1.0 gives the plain min-max of the logits (explainers saved before
+            this setting existed load with it).
     """
 
     def __init__(
@@ -76,8 +93,10 @@ class PTameExplainer(nn.Module, Explainer):
         head: str = "per-class",
         extra_aux_sizes: Sequence[tuple[int, int]] = (),
         readout: torch.Tensor | None = None,
+        negative_slope: float = NEGATIVE_SLOPE,
     ) -> None:
         super().__init__()
+        self.negative_slope = check_slope(negative_slope)
         self.backbone = backbone.freeze()
         self.features = FeatureExtractor(auxiliary, layers or default_layers(auxiliary), aux_input_size)
         self.extra_aux_sizes = check_sizes(extra_aux_sizes)
@@ -153,6 +172,16 @@ class PTameExplainer(nn.Module, Explainer):
         """Unnormalised maps at the head's resolution (see :meth:`AttentionHead.forward`)."""
         return self.head(self.features(images), classes, per_sample=per_sample)
 
+    def map_logits(
+        self, features: list[torch.Tensor], classes: torch.Tensor | None = None, per_sample: bool = False
+    ) -> torch.Tensor:
+        """The head's maps as the explanations show them (see ``negative_slope``), before min-max:
+        ``(B,n,h,w)`` for ``classes`` as :meth:`FusionHead.forward` takes them."""
+        if self.negative_slope == 1.0:
+            return self.head(features, classes, per_sample=per_sample)
+        logits = self.head(features, classes, per_sample=per_sample, with_bias=False)
+        return F.leaky_relu(logits, self.negative_slope)
+
     @property
     def aux_sizes(self) -> list[tuple[int, int]]:
         """Every resolution the auxiliary runs at when explaining, the training one first."""
@@ -163,6 +192,13 @@ class PTameExplainer(nn.Module, Explainer):
         ``[]`` gives the single-pass explainer."""
         other = copy.copy(self)
         other.extra_aux_sizes = check_sizes(sizes)
+        return other
+
+    def with_negative_slope(self, slope: float) -> PTameExplainer:
+        """This explainer (the same networks and head, not copies) showing its maps with another
+        ``negative_slope``; 1.0 gives the plain min-max of the logits."""
+        other = copy.copy(self)
+        other.negative_slope = check_slope(slope)
         return other
 
     def multiscale_maps(
@@ -180,7 +216,7 @@ class PTameExplainer(nn.Module, Explainer):
     def forward(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
         """Maps ``(B,1,H,W)`` in [0,1] at the images' resolution, for ``targets`` or the backbone's top-1."""
         t = self.targets(images, targets)
-        return self.multiscale_maps(images, images.shape[-2:], lambda f: self.head(f, t, per_sample=True))
+        return self.multiscale_maps(images, images.shape[-2:], lambda f: self.map_logits(f, t, per_sample=True))
 
     def explain(self, images: torch.Tensor, targets: Targets = None) -> torch.Tensor:
         """The common method interface (:class:`~glancemap.methods.Explainer`): same as calling the explainer."""
@@ -197,7 +233,7 @@ class PTameExplainer(nn.Module, Explainer):
         if resolution not in ("input", "head"):
             raise ValueError("resolution must be 'input' or 'head'")
         size = images.shape[-2:] if resolution == "input" else self.features.feature_shapes()[0][1:]
-        return self.multiscale_maps(images, size, self.head)
+        return self.multiscale_maps(images, size, self.map_logits)
 
     @torch.no_grad()
     def predict_and_explain(self, images: torch.Tensor, top_k: int = 1) -> dict[str, torch.Tensor]:
@@ -208,7 +244,7 @@ class PTameExplainer(nn.Module, Explainer):
         maps = self.multiscale_maps(
             images,
             images.shape[-2:],
-            lambda feats: torch.cat([self.head(feats, classes[:, j], per_sample=True) for j in range(top_k)], dim=1),
+            lambda f: torch.cat([self.map_logits(f, classes[:, j], per_sample=True) for j in range(top_k)], dim=1),
         )
         return {"classes": classes, "scores": scores, "maps": maps}
 
@@ -233,6 +269,7 @@ class PTameExplainer(nn.Module, Explainer):
             if isinstance(self.head, SharedReadoutHead)
             else None,
             "class_names": self.class_names,
+            "negative_slope": self.negative_slope,
             "training": self.training_info,
         }
 

@@ -41,7 +41,7 @@ class _MapsGraph(nn.Module):
 
     def forward(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         ex = self.explainer
-        return ex.multiscale_maps(images, images.shape[-2:], lambda f: ex.head(f, classes, per_sample=True))
+        return ex.multiscale_maps(images, images.shape[-2:], lambda f: ex.map_logits(f, classes, per_sample=True))
 
 
 class _AllMapsGraph(nn.Module):
@@ -51,7 +51,7 @@ class _AllMapsGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         ex = self.explainer
-        return ex.multiscale_maps(images, ex.features.feature_shapes()[0][1:], ex.head)
+        return ex.multiscale_maps(images, ex.features.feature_shapes()[0][1:], ex.map_logits)
 
 
 def export_onnx(explainer: PTameExplainer, path: str | os.PathLike, variant: str = "maps", opset: int = 18) -> Path:

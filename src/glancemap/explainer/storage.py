@@ -91,6 +91,8 @@ def _config_problem(cfg: dict) -> str | None:
         "extra_aux_sizes": all(_is_ints(s, 2) for s in cfg.get("extra_aux_sizes", [])),
         "class_names": isinstance(cfg.get("class_names", []), list),
         "training": isinstance(cfg.get("training", {}), dict),
+        "negative_slope": isinstance(cfg.get("negative_slope", 1.0), int | float)
+        and 0 < cfg.get("negative_slope", 1.0) <= 1,
     }
     bad = [k for k, ok in checks.items() if not ok]
     return f"missing or malformed {', '.join(bad)}" if bad else None
@@ -145,6 +147,7 @@ def load_explainer(
         readout=torch.zeros(cfg["num_classes"], cfg["feature_channels"][-1])
         if cfg.get("head") == "shared" and cfg.get("readout") == "distilled"
         else None,
+        negative_slope=cfg.get("negative_slope", 1.0),  # explainers saved before the setting: plain min-max
     )
     if explainer.head.channels != list(cfg["feature_channels"]):
         raise ExplainerMismatchError(
