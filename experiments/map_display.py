@@ -8,7 +8,10 @@ only the value-reading ones (mass share, Average Drop) can. Displays:
 - ``l<e>``: each auxiliary pass's logits through a leaky ReLU of slope e at zero, before the
   explainer's min-max and multi-scale mean (the floor where the calibrated map is below zero);
 - ``r<e>``: the same at the zero of the logits without the head's offset, as the auxiliary
-  CAM's ReLU: the explainer's own ``negative_slope`` display (``PTameExplainer``).
+  CAM's ReLU: the explainer's own ``negative_slope`` display (``PTameExplainer``);
+- ``g<e>``: each pass's min-max map times e where the shared head's frozen readout, applied
+  to the last auxiliary features, scores the pixel against the class (the untrained start's
+  sign, kept as a gate on a trained head; this one can change ranks, so ROAD is scored).
 
 Each explainer is scored on the grid pointing game (grids from ``files`` as ``glancemap
 evaluate --grid 2`` builds them) and on AD@100 and AD@50 on the ``files`` themselves (ROAD
@@ -28,6 +31,15 @@ from variant_scoring import faithfulness, grid_cells, grid_scores, load_images, 
 
 from glancemap import load_explainer
 from glancemap.images import list_images
+from glancemap.maps import minmax_normalize, resize_maps
+
+
+def readout_gated(explainer, features: list[torch.Tensor], targets: torch.Tensor, low: float) -> torch.Tensor:
+    """The head's min-max map, times ``low`` where the frozen readout's CAM is below zero."""
+    maps = minmax_normalize(explainer.head(features, targets, per_sample=True))
+    cam = torch.einsum("bchw,bc->bhw", features[-1], explainer.head.readout[targets]).unsqueeze(1)
+    against = resize_maps(cam, maps.shape[-2:]) < 0
+    return torch.where(against, low * maps, maps)
 
 
 @torch.no_grad()
@@ -40,6 +52,9 @@ def maps_of(explainer, images: torch.Tensor, targets: torch.Tensor, display: str
         x, t = images[i : i + batch], targets[i : i + batch]
         if kind in "pr":
             out.append(shown(x, t) ** (value if kind == "p" else 1.0))
+        elif kind == "g":
+            heads = lambda f, t=t: readout_gated(explainer, f, t, value)  # noqa: E731
+            out.append(explainer.multiscale_maps(x, x.shape[-2:], heads))
         elif kind == "l":
             heads = lambda f, t=t: F.leaky_relu(explainer.head(f, t, per_sample=True), value)  # noqa: E731
             out.append(explainer.multiscale_maps(x, x.shape[-2:], heads))
@@ -71,7 +86,9 @@ def main() -> None:
         for display in args.displays.split(","):
             scores = grid_scores(maps_of(explainer, grid.images, grid.targets, display, b), grid)
             maps = maps_of(explainer, images, targets, display, b)
-            scores |= faithfulness(backbone, images, maps, b, with_road=base is None and not args.no_road)
+            scores |= faithfulness(
+                backbone, images, maps, b, with_road=(base is None or display[0] in "gl") and not args.no_road
+            )
             print(paired_line(f"{name} {display} ({len(grid.cells)} cells, {len(images)} images)", scores, base))
             base = base or scores
 

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from glancemap.cli import main
@@ -30,6 +31,13 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
         assert panel.width == 3 * maps.shape[2]  # input + 2 overlays side by side
     entry = next(iter(summary["explained"].values()))
     assert len(entry["names"]) == 2 and entry["scores"][0] >= entry["scores"][1]
+    dark = tmp_path / "dark"
+    explain = ["explain", str(image_folder), "--explainer", str(out / "explainer"), "--top-k", "2"]
+    assert main([*explain, "--out", str(dark), "--negative-slope", "0.05"]) == 0
+    darker = np.load(dark / "img000.npy")
+    assert darker.shape == maps.shape and darker.min() >= 0 and darker.max() <= 1 and not np.allclose(darker, maps)
+    with pytest.raises(SystemExit):  # refused at parse time
+        main([*explain, "--out", str(dark), "--negative-slope", "0"])
 
     assert main(["info", "--explainer", str(out / "explainer")]) == 0
     text = capsys.readouterr().out

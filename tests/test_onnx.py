@@ -16,11 +16,15 @@ TOLERANCE = 1e-4  # max abs difference between ONNX Runtime's maps and PyTorch's
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A multi-scale explainer of freshly loaded networks, saved and exported both ways."""
+    """A multi-scale explainer of freshly loaded networks, showing evidence against the class near
+    zero, saved and exported both ways."""
     root = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(4)
     explainer = PTameExplainer(
-        load_classifier(TINY_BACKBONE, "random"), load_classifier(TINY_AUX, "random"), extra_aux_sizes=[64]
+        load_classifier(TINY_BACKBONE, "random"),
+        load_classifier(TINY_AUX, "random"),
+        extra_aux_sizes=[64],
+        negative_slope=0.05,
     )
     with torch.no_grad():
         for p in explainer.head.parameters():

@@ -180,6 +180,13 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_checked(int, COUNT), default=16)
     p.add_argument("--device", default="auto")
     _add_aux_sizes_option(p)
+    p.add_argument(
+        "--negative-slope",
+        type=_checked(float, Range(above=0, maximum=1)),
+        default=None,
+        help="show evidence against the class near zero: a leaky ReLU of this slope in (0, 1] on the maps' "
+        "logits (e.g. 0.05 for dark overlays; default: the explainer's own, 1.0 = plain min-max)",
+    )
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -190,6 +197,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     explainer = load_explainer(args.explainer, device=_device(args.device))
     if args.extra_aux_sizes is not None:
         explainer = explainer.with_extra_aux_sizes(args.extra_aux_sizes)
+    if args.negative_slope is not None:
+        explainer = explainer.with_negative_slope(args.negative_slope)
     counts = explain_files(list_images(args.inputs), explainer, Path(args.out), args.top_k, args.batch_size)
     print(f"explained {counts['explained']} image(s) into {args.out}; skipped {counts['skipped']} unreadable file(s)")
     return 0 if counts["explained"] else 1

@@ -26,9 +26,6 @@ FORMAT = "glancemap-explainer/1"
 # explainer folders written before the project was renamed from ptame: read the same way
 LEGACY_FORMATS = ("ptame-explainer/1",)
 DEFAULT_EXPLAINER_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
-# the maps' slope where a pixel's evidence is against the class (see PTameExplainer): a floor on
-# other objects that keeps every pixel's order; 1.0 is the plain min-max of the logits
-NEGATIVE_SLOPE = 0.05
 
 
 def check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
@@ -75,12 +72,13 @@ class PTameExplainer(nn.Module, Explainer):
         readout: ``(K, D)`` weights of that classifier, for a backbone whose classes the
             auxiliary does not have (see :mod:`glancemap.training.readout`); default: the
             auxiliary's own classifier, when it has the backbone's classes.
-        negative_slope: how the maps show evidence against the class. Each auxiliary pass's
-            class logits, without the head's offset, go through a leaky ReLU of this slope
-            before min-max normalisation, like the ReLU of CAM methods but strictly monotone,
-            so no two pixels tie: pixels that speak for another class (another object) sit
-            near zero. 1.0 gives the plain min-max of the logits (explainers saved before
-            this setting existed load with it).
+        negative_slope: how the maps show evidence against the class. Below 1, each auxiliary
+            pass's class logits, without the head's offset, go through a leaky ReLU of this
+            slope before min-max normalisation: like the ReLU of CAM methods, but strictly
+            monotone, so no two pixels tie. Pixels the head scores against the class (on a
+            grid, the other photos) then sit near zero. It darkens overlays at a cost in
+            Average Drop that depends on the head (docs/experiments.md, "Darkening the floor
+            by display"); 1.0 (the default) is the plain min-max of the logits.
     """
 
     def __init__(
@@ -93,7 +91,7 @@ class PTameExplainer(nn.Module, Explainer):
         head: str = "per-class",
         extra_aux_sizes: Sequence[tuple[int, int]] = (),
         readout: torch.Tensor | None = None,
-        negative_slope: float = NEGATIVE_SLOPE,
+        negative_slope: float = 1.0,
     ) -> None:
         super().__init__()
         self.negative_slope = check_slope(negative_slope)

@@ -137,6 +137,11 @@ class OnnxExplainer(Explainer):
             raise ValueError(f"{self.path} was exported with its auxiliary sizes fixed; export it again to change them")
         return self
 
+    def with_negative_slope(self, slope: float) -> OnnxExplainer:
+        if slope != self.config.get("negative_slope", 1.0):
+            raise ValueError(f"{self.path} was exported with its negative_slope fixed; export it again to change it")
+        return self
+
     def _run(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         arrays = {k: v.detach().cpu().contiguous().numpy() for k, v in feeds.items()}
         return torch.from_numpy(self.session.run(["maps"], arrays)[0])

@@ -153,10 +153,9 @@ class TrainConfig:
     )
     holdout: float | None = option(
         None,
-        "share of the images held out of training to score the head on, with a ROAD-shaped test, at its start "
-        "and at 8 points along the run; the best is saved (0: no check; default: 0.15 when the auxiliary does "
-        "not classify the backbone's classes, else 0). Only with --init aux-cam, and only if at least 8 images "
-        "are held out",
+        "share of the images held out of training to check the trained head against its start; the better "
+        "one on a ROAD-shaped test is saved (0: no check; default: 0.15 when the auxiliary does not classify "
+        "the backbone's classes, else 0). Only with --init aux-cam, and only if at least 8 images are held out",
         type=float,
         range=Range(minimum=0, below=1),
     )

@@ -42,7 +42,7 @@ from .config import TrainConfig, TrainingDivergedError, auto_steps
 from .distributed import ResumableDistributedSampler, resolve_device, setup_distributed
 from .init import build_explainer, load_networks
 from .outdir import claim_folder, data_fingerprint
-from .selection import HOLDOUT_SHARE, HeadSelection, held_out_score, holdout_split
+from .selection import HOLDOUT_SHARE, held_out_score, holdout_split
 from .surrogate import REFIT_EVERY, Surrogate, calls_of, plan_calls
 
 
@@ -157,6 +157,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     if config.init == "aux-cam" and not config.init_from and config.max_steps != 0:  # 0 steps: nothing to check
         files, held_out = holdout_split(files, share, config.seed)
     explainer = build_explainer(config, device, files, backbone=backbone, auxiliary=auxiliary)
+    start_state = {k: v.detach().clone() for k, v in explainer.head.state_dict().items()} if held_out else None
     surrogate = None
     if not explainer.backbone.differentiable:
         if env.enabled:
@@ -202,10 +203,6 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         total_steps = plan.steps
 
     head = explainer.head
-    selection = None
-    if held_out:
-        selection = HeadSelection(len(held_out), total_steps)
-        selection.record(0, held_out_score(explainer, held_out), head)
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.resolved_weight_decay(), amsgrad=True)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total_steps, 2))
@@ -237,8 +234,6 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
         scheduler.load_state_dict(meta["scheduler"])
         step = int(progress["step"])
-        if selection is not None and "selection" in progress:
-            selection.restore(progress["selection"], tensors)
         if total_steps > scheduler.total_steps:  # --max-steps may stop a run early, not stretch its schedule
             raise ValueError(
                 f"--resume: checkpoint {ckpt_path} has a learning-rate schedule of {scheduler.total_steps} steps "
@@ -323,9 +318,6 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                         last_terms["surrogate_agreement"] = surrogate.agreement_since_refit()
                         surrogate.refit()
                     last_terms["black_box_calls"] = calls_of(explainer.backbone)
-                if selection is not None and step in selection.steps:
-                    selection.record(step, held_out_score(explainer, held_out), head)
-                    last_terms["held_out_score"] = selection.scores[step]
                 # wall seconds since the previous step ended: loading, the step itself and logging
                 now = time.perf_counter()
                 step_s, step_end = now - step_end, now
@@ -355,13 +347,10 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                                 f"the head's weights became non-finite at step {step}; {checkpoint_advice(ckpt_path)}"
                             )
                         progress = {"step": step, "data": data, "loss": last_terms["loss"], "max_abs_weight": largest}
-                        extra = {}
+                        extra = None
                         if surrogate is not None:
                             extra = {"surrogate.weight": surrogate.weight, "surrogate.bias": surrogate.bias}
                             progress["black_box_calls"] = calls_of(explainer.backbone)
-                        if selection is not None:
-                            extra |= selection.tensors()
-                            progress["selection"] = selection.progress()
                         save_checkpoint(ckpt_path, head, optimizer, scheduler, progress, config, extra)
     finally:
         if bar is not None:
@@ -375,17 +364,21 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
             dist.broadcast(buf, src=0)
     explainer.eval()
     holdout_record = None
-    if selection is not None and step > 0:
-        holdout_record = selection.finish(head, step)
+    if start_state is not None and step > 0:
+        trained_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        trained_score = held_out_score(explainer, held_out)
+        head.load_state_dict(start_state)
+        start_score = held_out_score(explainer, held_out)
+        kept = "start" if start_score > trained_score else "trained"
+        if kept == "trained":
+            head.load_state_dict(trained_state)
+        holdout_record = {"images": len(held_out), "trained": round(trained_score, 4), "start": round(start_score, 4)}
+        holdout_record["kept"] = kept
         if env.is_main:
-            kept = holdout_record["kept"]
-            scores = ", ".join(f"{v:.3f} at step {k}" for k, v in holdout_record["scores"].items())
             print(
-                f"glancemap: on {len(held_out)} held-out images (removal test, LeRF minus MoRF) the head scored "
-                f"{scores}: saving "
-                + {"start": "the start, which training did not improve on", "trained": "the trained head"}.get(
-                    kept, f"the head of {kept}, where the held-out score peaked"
-                ),
+                f"glancemap: on {len(held_out)} held-out images the trained head scores {trained_score:.3f}, its "
+                f"start {start_score:.3f} (removal test, LeRF minus MoRF): saving the "
+                + ("trained head" if kept == "trained" else "start, which training did not improve on"),
                 file=sys.stderr,
             )
     readout = explainer.training_info.get("readout")  # set by build_explainer when it distilled one
