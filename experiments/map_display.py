@@ -7,11 +7,12 @@ only the value-reading ones (mass share, Average Drop) can. Displays:
 - ``p<g>``: the map raised to the power g (``p1``: the map as it is);
 - ``l<e>``: each auxiliary pass's logits through a leaky ReLU of slope e at zero, before the
   explainer's min-max and multi-scale mean (the floor where the calibrated map is below zero);
-- ``r<e>``: the same at the zero of the logits without the head's offset, as the auxiliary
-  CAM's ReLU: the explainer's own ``negative_slope`` display (``PTameExplainer``);
-- ``g<e>``: each pass's min-max map times e where the shared head's frozen readout, applied
-  to the last auxiliary features, scores the pixel against the class (the untrained start's
-  sign, kept as a gate on a trained head; this one can change ranks, so ROAD is scored).
+- ``r<e>``: the same at the zero of the logits without the head's offset (the auxiliary
+  CAM's ReLU, on the untrained start);
+- ``g<e>``: the explainer's own ``negative_slope`` display (``PTameExplainer``): each pass's
+  min-max map times e where the shared head's frozen readout, applied to the last auxiliary
+  features, scores the pixel against the class (the untrained start's sign, kept as a gate on
+  a trained head). It can change ranks, so ROAD is scored for it too.
 
 Each explainer is scored on the grid pointing game (grids from ``files`` as ``glancemap
 evaluate --grid 2`` builds them) and on AD@100 and AD@50 on the ``files`` themselves (ROAD
@@ -31,32 +32,21 @@ from variant_scoring import faithfulness, grid_cells, grid_scores, load_images, 
 
 from glancemap import load_explainer
 from glancemap.images import list_images
-from glancemap.maps import minmax_normalize, resize_maps
-
-
-def readout_gated(explainer, features: list[torch.Tensor], targets: torch.Tensor, low: float) -> torch.Tensor:
-    """The head's min-max map, times ``low`` where the frozen readout's CAM is below zero."""
-    maps = minmax_normalize(explainer.head(features, targets, per_sample=True))
-    cam = torch.einsum("bchw,bc->bhw", features[-1], explainer.head.readout[targets]).unsqueeze(1)
-    against = resize_maps(cam, maps.shape[-2:]) < 0
-    return torch.where(against, low * maps, maps)
 
 
 @torch.no_grad()
 def maps_of(explainer, images: torch.Tensor, targets: torch.Tensor, display: str, batch: int) -> torch.Tensor:
     """The explainer's maps ``(N,1,H,W)`` in [0,1] shown as ``display`` says, batch by batch."""
     kind, value = display[0], float(display[1:])
-    shown = explainer.with_negative_slope(value if kind == "r" else 1.0)
+    shown = explainer.with_negative_slope(value if kind == "g" else 1.0)
+    zero = explainer.head.offset.item() if kind == "r" else 0.0
     out = []
     for i in range(0, len(images), batch):
         x, t = images[i : i + batch], targets[i : i + batch]
-        if kind in "pr":
+        if kind in "pg":
             out.append(shown(x, t) ** (value if kind == "p" else 1.0))
-        elif kind == "g":
-            heads = lambda f, t=t: readout_gated(explainer, f, t, value)  # noqa: E731
-            out.append(explainer.multiscale_maps(x, x.shape[-2:], heads))
-        elif kind == "l":
-            heads = lambda f, t=t: F.leaky_relu(explainer.head(f, t, per_sample=True), value)  # noqa: E731
+        elif kind in "lr":
+            heads = lambda f, t=t: F.leaky_relu(explainer.head(f, t, per_sample=True) - zero, value)  # noqa: E731
             out.append(explainer.multiscale_maps(x, x.shape[-2:], heads))
         else:
             raise ValueError(f"unknown display {display!r}")

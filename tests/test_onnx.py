@@ -24,6 +24,7 @@ def saved(tmp_path_factory):
         load_classifier(TINY_BACKBONE, "random"),
         load_classifier(TINY_AUX, "random"),
         extra_aux_sizes=[64],
+        head="shared",
         negative_slope=0.05,
     )
     with torch.no_grad():
