@@ -184,8 +184,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         "--negative-slope",
         type=_checked(float, Range(above=0, maximum=1)),
         default=None,
-        help="show evidence against the class near zero: a leaky ReLU of this slope in (0, 1] on the maps' "
-        "logits (e.g. 0.05 for dark overlays; default: the explainer's own, 1.0 = plain min-max)",
+        help="multiply the maps by this slope in (0, 1] where the head's readout scores a pixel against the "
+        "class, e.g. 0.05 (shared heads; default: the explainer's own, 1.0 = plain min-max)",
     )
 
 

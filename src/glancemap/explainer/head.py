@@ -80,7 +80,6 @@ class FusionHead(nn.Module):
         features: Sequence[torch.Tensor],
         classes: torch.Tensor | None = None,
         per_sample: bool = False,
-        with_bias: bool = True,
     ) -> torch.Tensor:
         """Unnormalised class maps (logits) at the finest feature resolution.
 
@@ -89,15 +88,12 @@ class FusionHead(nn.Module):
             classes: ``None`` for all K maps -> ``(B,K,h,w)``; a 1-D tensor of n class
                 indices -> ``(B,n,h,w)``, the same classes for every image; with
                 ``per_sample=True`` a ``(B,)`` tensor -> ``(B,1,h,w)``, one class per image.
-            with_bias: add the head's per-class offset (training's sigmoid masks need it);
-                without it a map's sign says whether a pixel's evidence is for the class.
         """
         if len(features) != len(self.blocks):
             raise ValueError(f"head expects {len(self.blocks)} feature maps, got {len(features)}")
         if per_sample and (classes is None or classes.shape != (features[0].shape[0],)):
             raise ValueError("per_sample=True needs one class index per image")
         weight, bias = self.class_weights(classes)
-        bias = bias if with_bias else None
         if per_sample:
             weight = weight.unsqueeze(1)  # (B,1,C)
             bias = None if bias is None else bias.view(-1, 1)
