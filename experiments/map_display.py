@@ -1,22 +1,24 @@
-"""Strictly monotone displays of an explainer's maps: how much of the grid floor is display.
+"""Displays of an explainer's maps: how much of the grid floor is display.
 
 An explainer's map is min-max normalised logits. A strictly monotone display keeps the order
 of every pixel, so the rank-only scores (top-area share, pointing hit, ROAD) cannot move and
 only the value-reading ones (mass share, Average Drop) can. Displays:
 
-- ``p<g>``: the map raised to the power g (``p1``: the map as it is);
+- ``p<g>``: the map raised to the power g (``p1``: the map as it is); strictly monotone;
 - ``l<e>``: each auxiliary pass's logits through a leaky ReLU of slope e at zero, before the
   explainer's min-max and multi-scale mean (the floor where the calibrated map is below zero);
-- ``r<e>``: the same at the zero of the logits without the head's offset (the auxiliary
-  CAM's ReLU, on the untrained start);
+  monotone per pass, so the mean of two passes can re-rank a little;
+- ``r<e>``: the same at the zero of the logits without the head's offset (shared heads: the
+  auxiliary CAM's ReLU, on the untrained start);
 - ``g<e>``: the explainer's own ``negative_slope`` display (``PTameExplainer``): each pass's
   min-max map times e where the shared head's frozen readout, applied to the last auxiliary
   features, scores the pixel against the class (the untrained start's sign, kept as a gate on
-  a trained head). It can change ranks, so ROAD is scored for it too.
+  a trained head); it can re-rank.
 
 Each explainer is scored on the grid pointing game (grids from ``files`` as ``glancemap
 evaluate --grid 2`` builds them) and on AD@100 and AD@50 on the ``files`` themselves (ROAD
-too, for the first display only, since it reads ranks), paired with its own first display.
+too for the first display and for ``l`` and ``g``, which can re-rank), paired with its own
+first display.
 
     python experiments/map_display.py splits/dev.txt --explainers default,runs/in_start/explainer \\
         --displays p1,p2,p3,p4,l0.05,r0.05
