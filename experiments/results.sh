@@ -31,12 +31,31 @@ $GLANCEMAP sanity --data splits/dev.txt --train-data splits/train.txt --explaine
 $GLANCEMAP evaluate --data splits/dev.txt --grid 2 --out runs/eval-efficientnet_lite2 \
   --methods ptame,ptame-single,gradcam,gradcam++,layercam,auxcam,gaussian --device "$DEVICE"
 
+# The shipped head's untrained start, and displays of both (results.md, "What training buys over its start"
+# onward): the start, the displays scored on dev and train grids, and the gated maps paired on the dev grids
+[ -f runs/in_start/explainer/config.json ] || $GLANCEMAP train splits/train.txt --out runs/in_start --head shared \
+  --lr 3e-4 --destroy 3 --epochs 48 --batch-size 32 --train-aux-sides 224 320 --extra-aux-sizes 320 --max-steps 0 \
+  --holdout 0 --no-progress --device "$DEVICE"
+.venv/bin/python experiments/map_display.py splits/dev.txt --explainers default,runs/in_start/explainer \
+  --displays p1,p2,p4,l0.05,r0.2,r0.05,g0.05,g0.01
+.venv/bin/python experiments/map_display.py splits/train.txt --explainers default,runs/in_start/explainer \
+  --faithfulness-limit 200 --no-road --displays p1,r0.05,r0.02,r0.01,r0.001
+for pair in default-g:src/glancemap/weights/default start-g:runs/in_start/explainer; do
+  name=${pair%%:*} source=${pair#*:}
+  mkdir -p "runs/$name" && cp "$source/head.safetensors" "runs/$name/"
+  .venv/bin/python -c "import json, sys; c = json.load(open(sys.argv[1])); c['negative_slope'] = 0.05; \
+json.dump(c, open(sys.argv[2], 'w'), indent=1)" "$source/config.json" "runs/$name/config.json"
+  $GLANCEMAP evaluate --data splits/dev.txt --grid 2 --explainer "runs/$name" --out "runs/grid-$name" \
+    --methods ptame,gradcam,auxcam --device "$DEVICE"
+done
+
 # ONNX: agreement with PyTorch, and cost beside the backbone in ONNX Runtime
 .venv/bin/python experiments/onnx_agreement.py splits/dev.txt
 .venv/bin/python scripts/benchmark.py --onnx
 
 # Your own label set: restricted_imagenet9 (trains its explainers first; about 1.5 h on the CPU)
 DEVICE="$DEVICE" bash experiments/restricted_imagenet9.sh
+.venv/bin/python experiments/map_display.py splits/dev.txt --explainers runs/rin9/start/explainer --displays p1,g0.05
 
 # Training against a black box: Lite2 as an ONNX file, gradient-free (about 1.5 h of training on the CPU)
 .venv/bin/python experiments/blackbox_lite2.py --train splits/train.txt --dev splits/dev.txt --out runs/blackbox \
