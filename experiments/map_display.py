@@ -30,7 +30,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from variant_scoring import faithfulness, grid_cells, grid_scores, load_images, paired_line
+from variant_scoring import faithfulness, grid_cells, grid_scores, load_images, paired_line, top1
 
 from glancemap import load_explainer
 from glancemap.images import list_images
@@ -61,26 +61,26 @@ def main() -> None:
     ap.add_argument("--explainers", default="default", help="comma-separated names or folders")
     ap.add_argument("--displays", default="p1,p2,p3,p4,l0.05,r0.05")
     ap.add_argument("--faithfulness-limit", type=int, default=None, help="score AD on the first N images only")
-    ap.add_argument("--no-road", action="store_true", help="skip ROAD (it reads ranks, which no display moves)")
+    ap.add_argument("--no-road", action="store_true", help="skip ROAD (only l and g displays re-rank)")
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
 
     torch.manual_seed(0)
     files = list_images([args.files])
-    backbone = None
-    for name in args.explainers.split(","):
-        explainer = load_explainer(name, device="cpu", backbone=backbone)
-        backbone, b = explainer.backbone, args.batch_size
-        grid = grid_cells(backbone, files)
-        images = load_images(backbone, files[: args.faithfulness_limit])
-        targets = torch.cat([backbone(images[i : i + b]).argmax(1) for i in range(0, len(images), b)])
+    first, *others = args.explainers.split(",")
+    explainers = {first: load_explainer(first, device="cpu")}
+    backbone, b = explainers[first].backbone, args.batch_size
+    explainers |= {name: load_explainer(name, device="cpu", backbone=backbone) for name in others}
+    grid = grid_cells(backbone, files)  # the same grids and images for every explainer
+    images = load_images(backbone, files[: args.faithfulness_limit])
+    targets = top1(backbone, images, b)
+    for name, explainer in explainers.items():
         base = None
         for display in args.displays.split(","):
             scores = grid_scores(maps_of(explainer, grid.images, grid.targets, display, b), grid)
             maps = maps_of(explainer, images, targets, display, b)
-            scores |= faithfulness(
-                backbone, images, maps, b, with_road=(base is None or display[0] in "gl") and not args.no_road
-            )
+            with_road = (base is None or display[0] in "gl") and not args.no_road  # the others keep ranks
+            scores |= faithfulness(backbone, images, maps, b, with_road=with_road)
             print(paired_line(f"{name} {display} ({len(grid.cells)} cells, {len(images)} images)", scores, base))
             base = base or scores
 

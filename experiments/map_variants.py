@@ -26,13 +26,12 @@ import argparse
 from pathlib import Path
 
 import torch
-from variant_scoring import faithfulness
+from variant_scoring import faithfulness, load_images, top1
 
 from glancemap import load_explainer
 from glancemap.evaluation import mean_and_se, read_results
 from glancemap.explainer.head import SharedReadoutHead
 from glancemap.explainer.perturbation import remove_regions
-from glancemap.images import load_image
 from glancemap.maps import gaussian_blur, minmax_normalize, resize_maps
 from glancemap.metrics import relevance_order, removed_masks, telea_inpaint
 from glancemap.models.classifier import find_linear_classifier
@@ -140,12 +139,9 @@ def main() -> None:
     files = [line.strip() for line in open(args.files) if line.strip()][: args.limit]
     base = load_explainer(args.explainer)
     backbone = base.backbone
-    transform = backbone.preprocessing.eval_transform()
-    images = torch.stack([transform(load_image(f)) for f in files])
+    images = load_images(backbone, files)
     b = args.batch_size
-    with torch.no_grad():
-        clean = torch.cat([backbone(images[i : i + b]).softmax(1) for i in range(0, len(files), b)])
-    targets = clean.argmax(1)
+    targets = top1(backbone, images, b)
     reference = read_results(args.paired_with / "results.jsonl") if args.paired_with else {}
 
     if args.compare_fills:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from variant_scoring import faithfulness, grid_cells, grid_scores, load_images, paired_line
+from variant_scoring import faithfulness, grid_cells, grid_scores, load_images, paired_line, top1
 
 from glancemap import load_explainer
 from glancemap.images import list_images
@@ -79,9 +79,7 @@ def main() -> None:
     grid = grid_cells(backbone, files)
     faithful_files = files[: args.faithfulness_limit]
     images = load_images(backbone, faithful_files) if faithful_files else None
-    targets = (
-        None if images is None else torch.cat([backbone(images[i : i + b]).argmax(1) for i in range(0, len(images), b)])
-    )
+    targets = None if images is None else top1(backbone, images, b)
 
     variants = args.variants.split(",")
     base = None

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from glancemap.evaluation import mean_and_se
-from glancemap.evaluation.grid import GridConfig, grid_image, grids_for
+from glancemap.evaluation.grid import GridConfig, cell_batch, grids_for
 from glancemap.images import load_image
 from glancemap.localization import grid_localization
 from glancemap.metrics import confidence_change, road
@@ -33,11 +33,7 @@ class GridCells:
 def grid_cells(backbone, files: Sequence[Path], config: GridConfig | None = None) -> GridCells:
     """The cells of the grids ``config`` (default: ``evaluate --grid 2``'s) builds from ``files``."""
     config = config or GridConfig()
-    grids = grids_for(backbone, files, config)
-    n = config.n
-    images = torch.stack([grid_image(g, backbone, n) for g in grids]).repeat_interleave(n * n, 0)
-    targets = torch.tensor([c for g in grids for c in g.classes])
-    return GridCells(images, targets, torch.arange(n * n).repeat(len(grids)), config)
+    return GridCells(*cell_batch(grids_for(backbone, files, config), backbone, config.n), config)
 
 
 def grid_scores(maps: torch.Tensor, grid: GridCells) -> dict[str, torch.Tensor]:
@@ -53,19 +49,26 @@ def load_images(backbone, files: Sequence[Path]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def top1(backbone, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """The backbone's top-1 class of each image ``(N,)``, batch by batch."""
+    return torch.cat([backbone(images[i : i + batch]).argmax(1) for i in range(0, len(images), batch)])
+
+
+@torch.no_grad()
 def faithfulness(
     backbone, images: torch.Tensor, maps: torch.Tensor, batch: int, with_road: bool = True
 ) -> dict[str, torch.Tensor]:
     """Per image AD@100 and AD@50 and (``with_road``) ROAD MoRF and LeRF-MoRF of ``maps`` for the
     backbone's top-1, scored as ``glancemap evaluate`` scores them."""
-    out: dict[str, list[torch.Tensor]] = {"AD@100": [], "AD@50": []}
+    kept = {"AD@100": 1.0, "AD@50": 0.5}
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in kept}
     if with_road:
         out |= {"MoRF": [], "LeRF-MoRF": []}
     for i in range(0, len(images), batch):
         x, m = images[i : i + batch], maps[i : i + batch]
         clean = backbone(x).softmax(1)
-        for keep in (1.0, 0.5):
-            out[f"AD@{keep:.0%}".replace("%", "")].append(confidence_change(backbone, x, m, keep, clean)["drop"])
+        for name, keep in kept.items():
+            out[name].append(confidence_change(backbone, x, m, keep, clean)["drop"])
         if with_road:
             r = road(backbone, x, m, targets=clean.argmax(1))
             out["MoRF"].append(r["morf_auc"])

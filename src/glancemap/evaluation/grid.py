@@ -59,6 +59,14 @@ def grid_image(grid: Grid, backbone, n: int) -> torch.Tensor:
     return tile(cells, n, backbone.input_size)
 
 
+def cell_batch(grids: Sequence[Grid], backbone, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every cell of ``grids`` as one batch: the grid image repeated once per cell ``(N,3,H,W)``,
+    each cell's class ``(N,)`` and its index in its grid ``(N,)``, grid by grid."""
+    images = torch.stack([grid_image(g, backbone, n) for g in grids]).repeat_interleave(n * n, dim=0)
+    targets = torch.tensor([c for g in grids for c in g.classes])
+    return images, targets, torch.arange(n * n).repeat(len(grids))
+
+
 def run_grid_evaluation(
     run: Run,
     files: Sequence[Path],
@@ -85,10 +93,9 @@ def run_grid_evaluation(
                        disable=not progress, dynamic_ncols=True)  # fmt: skip
             for start in range(0, len(todo), per_call):
                 chosen = todo[start : start + per_call]
-                images = torch.stack([grid_image(grids[g], backbone, n) for g in chosen]).to(backbone.device)
-                images = images.repeat_interleave(n * n, dim=0)  # one copy per cell
-                targets = torch.tensor([c for g in chosen for c in grids[g].classes], device=backbone.device)
-                cells = torch.arange(n * n, device=backbone.device).repeat(len(chosen))
+                images, targets, cells = (
+                    t.to(backbone.device) for t in cell_batch([grids[g] for g in chosen], backbone, n)
+                )
                 t0 = time.perf_counter()
                 maps = method(images, targets)
                 seconds = (time.perf_counter() - t0) / len(images)

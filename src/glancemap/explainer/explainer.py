@@ -39,8 +39,8 @@ def check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
 
 
 def check_slope(slope: float) -> float:
-    """``slope`` as a float, if it is a valid ``negative_slope`` (in (0, 1])."""
-    if not 0.0 < slope <= 1.0:
+    """``slope`` as a float, if it is a valid ``negative_slope`` (a number in (0, 1])."""
+    if isinstance(slope, bool) or not isinstance(slope, int | float) or not 0.0 < slope <= 1.0:
         raise ValueError(f"negative_slope must be in (0, 1], got {slope}")
     return float(slope)
 

@@ -16,7 +16,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..models import Classifier
-from .explainer import CONFIG_NAME, DEFAULT_EXPLAINER_DIR, FORMAT, LEGACY_FORMATS, WEIGHTS_NAME, PTameExplainer
+from .explainer import (
+    CONFIG_NAME,
+    DEFAULT_EXPLAINER_DIR,
+    FORMAT,
+    LEGACY_FORMATS,
+    WEIGHTS_NAME,
+    PTameExplainer,
+    check_slope,
+)
 from .networks import ExplainerMismatchError, _check_model, network_from_config
 
 
@@ -74,6 +82,15 @@ def _is_ints(value: Any, n: int | None = None) -> bool:
     return isinstance(value, list) and (n is None or len(value) == n) and all(isinstance(v, int) for v in value)
 
 
+def _is_slope(value: Any) -> bool:
+    """Whether ``value`` is a valid ``negative_slope`` (the explainer's own check)."""
+    try:
+        check_slope(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _config_problem(cfg: dict) -> str | None:
     """What is wrong with a parsed config's shape (None if nothing)."""
     for role in ("backbone", "auxiliary"):
@@ -91,8 +108,7 @@ def _config_problem(cfg: dict) -> str | None:
         "extra_aux_sizes": all(_is_ints(s, 2) for s in cfg.get("extra_aux_sizes", [])),
         "class_names": isinstance(cfg.get("class_names", []), list),
         "training": isinstance(cfg.get("training", {}), dict),
-        "negative_slope": isinstance(cfg.get("negative_slope", 1.0), int | float)
-        and 0 < cfg.get("negative_slope", 1.0) <= 1,
+        "negative_slope": _is_slope(cfg.get("negative_slope", 1.0)),
     }
     bad = [k for k, ok in checks.items() if not ok]
     return f"missing or malformed {', '.join(bad)}" if bad else None
