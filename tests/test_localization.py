@@ -111,14 +111,17 @@ def test_grid_benchmark_streams_one_record_per_cell_and_resumes(tmp_path):
     config = GridConfig(n=2, threshold=0.3)
     run = Run(tmp_path / "g", clf, {"backbone": "shades"}, config, {})
     methods = {"oracle": _Oracle, "gaussian": CenteredGaussian}
-    grids = run_grid_evaluation(run, files, methods, config, batch_size=4, progress=False)
+    grids = run_grid_evaluation(run, files, methods, config, batch_size=4, progress=False, limits={"gaussian": 1})
     assert len(grids) == 2  # 9 photos of 4 classes: two full grids, one photo left over
     records = read_results(run.results)
     assert set(records) == {"oracle", "gaussian"} and len(records["oracle"]) == 8
+    assert sorted(records["gaussian"]) == [f"grid0000/cell{c}" for c in range(4)]  # limited to its first grid
     rows = {r["method"]: r for r in summarize(run.results)}
     assert rows["oracle"]["mass share"] > 0.99 and rows["oracle"]["pointing hit"] == 1.0  # edges blur a little
     assert rows["gaussian"]["mass share"] == pytest.approx(0.25, abs=1e-6)  # symmetric: a quarter in every cell
     lines = run.results.read_text().count("\n")
-    run_grid_evaluation(run, files, methods, config, batch_size=4, progress=False)  # finished: nothing redone
-    assert run.results.read_text().count("\n") == lines
+    run_grid_evaluation(run, files, methods, config, batch_size=4, progress=False, limits={"gaussian": 1})
+    assert run.results.read_text().count("\n") == lines  # finished: nothing redone
+    run_grid_evaluation(run, files, methods, config, batch_size=4, progress=False)  # the limit lifted
+    assert len(read_results(run.results)["gaussian"]) == 8 and run.results.read_text().count("\n") == lines + 4
     assert json.loads((tmp_path / "g" / "run.json").read_text())["metrics"]["n"] == 2

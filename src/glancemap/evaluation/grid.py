@@ -74,9 +74,11 @@ def run_grid_evaluation(
     config: GridConfig,
     batch_size: int = 16,
     progress: bool = True,
+    limits: dict[str, int] | None = None,
 ) -> list[Grid]:
-    """Scores every method on grids made from ``files`` (see :class:`GridConfig`), appending one record
-    per cell to ``run.results`` and skipping finished cells. Returns the grids."""
+    """Scores every method on grids made from ``files`` (see :class:`GridConfig`), on the first
+    ``limits[name]`` grids for a method with a limit, appending one record per cell to ``run.results``
+    and skipping finished cells. Returns the grids."""
     from tqdm.auto import tqdm
 
     done = run.open()
@@ -85,11 +87,10 @@ def run_grid_evaluation(
     per_call = max(1, batch_size // (n * n))  # whole grids per call
     with open(run.results, "a") as sink:
         for name, factory in methods.items():
-            todo = [
-                g for g in range(len(grids)) if any((name, f"grid{g:04d}/cell{c}") not in done for c in range(n * n))
-            ]
+            mine = min(len(grids), (limits or {}).get(name, len(grids)))
+            todo = [g for g in range(mine) if any((name, f"grid{g:04d}/cell{c}") not in done for c in range(n * n))]
             method = factory() if todo else None
-            bar = tqdm(total=len(grids), initial=len(grids) - len(todo), desc=f"{name:>11s}", unit="grid",
+            bar = tqdm(total=mine, initial=mine - len(todo), desc=f"{name:>11s}", unit="grid",
                        disable=not progress, dynamic_ncols=True)  # fmt: skip
             for start in range(0, len(todo), per_call):
                 chosen = todo[start : start + per_call]

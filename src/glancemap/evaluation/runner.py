@@ -31,7 +31,7 @@ def evaluate(
     limit: int | None = None,
     limit_for: dict[str, int] | None = None,
     batch_size: int = 16,
-    extra_aux_sizes: Sequence[int] | None = None,
+    aux_sides: Sequence[int] | None = None,
     metrics: MetricConfig | None = None,
     options: dict | None = None,
     device: torch.device | str = "cpu",
@@ -47,6 +47,7 @@ def evaluate(
     further explainer folders for the same backbone, scored as ``ptame-<name>``; ``options``
     holds method settings (``cam_batch_size``, ``rise_masks``, ``opticam_steps``).
 
+    ``limit_for`` scores a method on its first N images only (with ``grid``: its first N grids).
     With ``grid``, the methods play the grid pointing game instead (:mod:`glancemap.localization`),
     into ``<out>/grid<n>``, which is returned.
     """
@@ -62,8 +63,8 @@ def evaluate(
     ptame = None
     if "explainer" in needs:
         ptame = load_explainer(directory, backbone=bb, device=device)
-        if extra_aux_sizes is not None:
-            ptame = ptame.with_extra_aux_sizes(extra_aux_sizes)
+        if aux_sides:
+            ptame = ptame.with_aux_sizes(aux_sides)
     auxiliary = getattr(ptame, "auxiliary", None)  # an exported (ONNX) explainer has none in PyTorch
     if auxiliary is None and "auxiliary" in needs:
         auxiliary = network_from_config(cfg, "auxiliary", device)
@@ -94,9 +95,7 @@ def evaluate(
         f"per-image results stream to {run.results}"
     )
     if grid is not None:
-        if limit_for:
-            raise ValueError("--limit-for does not apply to the grid game; use --limit")
-        grids = run_grid_evaluation(run, files, factories, grid, batch_size, progress=progress)
+        grids = run_grid_evaluation(run, files, factories, grid, batch_size, progress=progress, limits=limit_for)
         if not grids:
             raise ValueError(
                 f"too few confidently classified images of different classes for one {grid.n}x{grid.n} grid "
