@@ -12,7 +12,7 @@ read-out weights minus the mean of the k classes the auxiliary scores highest
 after c (``c0``: minus the auxiliary's softmax-weighted mean of all classes).
 ``x:<folder>`` scores another saved explainer's head, one pass like the
 other variants (its own multi-scale setting is not applied). Every variant is
-paired, image by image, with the methods of a finished ``glancemap evaluate`` run
+paired, image by image, with the first variant and with the methods of a finished ``glancemap evaluate`` run
 on the same files (docs/results.md, "Why P-TAME still trails").
 
     python experiments/map_variants.py splits/dev.txt --paired-with runs/eval-efficientnet_lite2 \
@@ -26,7 +26,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from variant_scoring import faithfulness, load_images, top1
+from variant_scoring import faithfulness, load_images, paired_line, top1
 
 from glancemap import load_explainer
 from glancemap.evaluation import mean_and_se, read_results
@@ -146,6 +146,7 @@ def main() -> None:
 
     if args.compare_fills:
         compare_fills(backbone, images, targets, variant_maps(base, images, targets, "", b), b)
+    first = None
     for name in filter(None, args.variants.split(",")):
         explainer, tokens = base, name
         if name.startswith("x:"):
@@ -163,6 +164,8 @@ def main() -> None:
                 mean, se = mean_and_se(diffs)
                 line += f" | LeRF-MoRF minus {method} {mean:+.3f} ± {se:.3f} (n {len(diffs)})"
         print(line, flush=True)
+        print("  " + paired_line(f"{name} (minus {args.variants.split(',')[0]})", scores, first), flush=True)
+        first = scores if first is None else first
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ prints the ratios.
 to ONNX and run by ONNX Runtime on the same batch, and prints the cost of an
 explanation in backbone forwards within that runtime, beside the auxiliary's
 own pass (its classifier at its first side, no head): the difference between
-that and the one pass is what the head and the resizing cost.
+that and the one pass is what the head and the resizing cost. ``--one-pass-sides
+192 160`` adds exported one-pass explainers at those auxiliary sides.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -89,8 +91,11 @@ def time_by_layout(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def onnx_contenders(explainer, one_pass, images: torch.Tensor, targets: torch.Tensor) -> dict:
-    """The backbone and the explainer (and its one pass) exported to ONNX, timed in ONNX Runtime."""
+def onnx_contenders(
+    explainer, one_pass, images: torch.Tensor, targets: torch.Tensor, sides: Sequence[int] = ()
+) -> dict:
+    """The backbone and the explainer (its one pass, and one pass at each of ``sides``) exported to
+    ONNX, timed in ONNX Runtime."""
     import onnxruntime
 
     from glancemap.explainer.onnx import export_onnx
@@ -115,6 +120,11 @@ def onnx_contenders(explainer, one_pass, images: torch.Tensor, targets: torch.Te
     if explainer.extra_aux_sizes:
         single = load_explainer(export_onnx(one_pass, folder / "one_pass.onnx"), backbone=explainer.backbone)
         out["onnxruntime: explain, one pass (given)"] = lambda: single(images.cpu(), targets.cpu())
+    for side in sides:
+        cheap = load_explainer(
+            export_onnx(explainer.with_aux_sizes([side]), folder / f"one_pass_{side}.onnx"), backbone=explainer.backbone
+        )
+        out[f"onnxruntime: explain, one pass at {side} px (given)"] = lambda m=cheap: m(images.cpu(), targets.cpu())
     return out
 
 
@@ -132,6 +142,14 @@ def main() -> None:
         "--onnx",
         action="store_true",
         help="also time the explainer and the backbone exported to ONNX and run by ONNX Runtime, side by side",
+    )
+    ap.add_argument(
+        "--one-pass-sides",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="SIDE",
+        help="with --onnx, also time one auxiliary pass at each of these sides (cheaper maps)",
     )
     ap.add_argument(
         "--layouts",
@@ -158,7 +176,7 @@ def main() -> None:
     if explainer.extra_aux_sizes:  # multi-scale explainer: its single-pass cost beside it
         contenders["explain, one pass (given)"] = lambda: one_pass(images, targets)
     if args.onnx:
-        contenders |= onnx_contenders(explainer, one_pass, images, targets)
+        contenders |= onnx_contenders(explainer, one_pass, images, targets, args.one_pass_sides)
     layouts = {"channels-last": True}
     if args.layouts:
         layouts["contiguous"] = False
@@ -208,7 +226,9 @@ def main() -> None:
         )
     if args.onnx:
         ort = "onnxruntime: "
-        for name in ("explain (given classes)", "explain, one pass (given)", "auxiliary forward"):
+        names = ["explain (given classes)", "explain, one pass (given)", "auxiliary forward"]
+        names += [f"explain, one pass at {side} px (given)" for side in args.one_pass_sides]
+        for name in names:
             if ort + name in m:
                 ratio = m[ort + name] / m[ort + "backbone forward"]
                 print(f"  ratio {ort}{name}/backbone forward: {ratio:.2f} (both in ONNX Runtime)")

@@ -192,7 +192,7 @@ def test_evaluate_multi_scale_counts_passes_and_keeps_folders_apart(tmp_path, ti
         "--no-progress",
     ]
     side = tiny_explainer.features.input_size[0] * 2
-    assert main(base + ["--methods", "ptame,ptame-single", "--extra-aux-sizes", str(side)]) == 0
+    assert main(base + ["--methods", "ptame,ptame-single", "--aux-sides", str(side // 2), str(side)]) == 0
     assert "| P-TAME (one pass) | 2 |" in capsys.readouterr().out
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     passes = {(r["method"], r["auxiliary forward/map"]) for r in recs}

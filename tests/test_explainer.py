@@ -202,6 +202,26 @@ def test_multi_scale_maps_average_the_single_scale_maps(tiny_backbone, tiny_aux)
     assert torch.allclose(out["maps"][:, 1], multi(x, out["classes"][:, 1])[:, 0], atol=1e-5)
 
 
+def test_other_aux_sizes_run_the_same_head_and_leave_the_explainer_alone(tiny_backbone, tiny_aux):
+    multi = PTameExplainer(tiny_backbone, tiny_aux, extra_aux_sizes=[48])
+    _random_head(multi)
+    base = tuple(multi.features.input_size)
+    small = (base[0] // 2, base[1] // 2)
+    cheap = multi.with_aux_sizes([small[0]])
+    assert cheap.aux_sizes == [small] and cheap.head is multi.head and cheap.auxiliary is multi.auxiliary
+    assert multi.aux_sizes == [base, (48, 48)]  # the original keeps its sides
+    alone = PTameExplainer(tiny_backbone, tiny_aux, aux_input_size=small)
+    alone.head.load_state_dict(multi.head.state_dict())
+    x = torch.rand(2, 3, *multi.input_size)
+    t = torch.tensor([3, 7])
+    assert torch.allclose(cheap(x, t), alone(x, t), atol=1e-6)
+    assert cheap.all_maps(x, resolution="head").shape[-2:] == alone.features.feature_shapes()[0][1:]
+    assert cheap.config()["aux_input_size"] == list(small) and cheap.config()["extra_aux_sizes"] == []
+    assert torch.allclose(multi.with_aux_sizes([base[0], 48])(x, t), multi(x, t), atol=1e-6)
+    with pytest.raises(ValueError, match="one size at least"):
+        multi.with_aux_sizes([])
+
+
 def test_multi_scale_at_the_training_size_changes_nothing(tiny_explainer):
     _random_head(tiny_explainer)
     x = torch.rand(2, 3, *tiny_explainer.input_size)

@@ -91,3 +91,19 @@ def test_a_file_that_is_not_an_exported_explainer_is_refused(tmp_path, saved):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="cannot read .*junk.onnx"):
         load_explainer(tmp_path / "junk.onnx")
+
+
+def test_export_at_other_aux_sides_matches_pytorch_at_those_sides(saved, tmp_path):
+    root, explainer = saved
+    side = explainer.features.input_size[0] // 2
+    assert main(["export", str(root / "expl"), "--out", str(tmp_path / "cheap.onnx"), "--aux-sides", str(side)]) == 0
+    onnx = load_explainer(tmp_path / "cheap.onnx")
+    cheap = explainer.with_aux_sizes([side])
+    assert onnx.aux_sizes == [(side, side)] == cheap.aux_sizes
+    x = torch.rand(2, 3, *explainer.input_size)
+    t = torch.tensor([3, 40])
+    assert (onnx(x, t) - cheap(x, t)).abs().max() < TOLERANCE
+    assert (onnx(x, t) - explainer(x, t)).abs().max() > 10 * TOLERANCE  # not the file of the full explainer
+    assert onnx.with_aux_sizes([side]) is onnx
+    with pytest.raises(ValueError, match="export it again"):
+        onnx.with_aux_sizes(explainer.aux_sizes)

@@ -158,14 +158,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_aux_sizes_option(p: argparse.ArgumentParser) -> None:
+def _add_aux_sides_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--extra-aux-sizes",
+        "--aux-sides",
         type=_checked(int, SIDE),
-        nargs="*",
+        nargs="+",
         default=None,
         metavar="SIDE",
-        help="override the explainer's multi-scale sides (none given: a single auxiliary pass)",
+        help="run the auxiliary at these sides instead of the explainer's, one pass each, the first in place of "
+        "its training side: e.g. 224 for the paper's single pass, or a smaller side for a cheaper map",
     )
 
 
@@ -179,7 +180,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=_checked(int, COUNT), default=3, help="classes explained per image")
     p.add_argument("--batch-size", type=_checked(int, COUNT), default=16)
     p.add_argument("--device", default="auto")
-    _add_aux_sizes_option(p)
+    _add_aux_sides_option(p)
     p.add_argument(
         "--negative-slope",
         type=_checked(float, Range(above=0, maximum=1)),
@@ -195,8 +196,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .images import list_images
 
     explainer = load_explainer(args.explainer, device=_device(args.device))
-    if args.extra_aux_sizes is not None:
-        explainer = explainer.with_extra_aux_sizes(args.extra_aux_sizes)
+    if args.aux_sides:
+        explainer = explainer.with_aux_sizes(args.aux_sides)
     if args.negative_slope is not None:
         explainer = explainer.with_negative_slope(args.negative_slope)
     counts = explain_files(list_images(args.inputs), explainer, Path(args.out), args.top_k, args.batch_size)
@@ -291,13 +292,17 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="output every class's map at the head's resolution (B,K,h,w) instead of the maps of given classes",
     )
+    _add_aux_sides_option(p)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .explainer import load_explainer
     from .explainer.onnx import export_onnx
 
-    out = export_onnx(load_explainer(args.explainer), args.out, "all" if args.all_maps else "maps")
+    explainer = load_explainer(args.explainer)
+    if args.aux_sides:
+        explainer = explainer.with_aux_sizes(args.aux_sides)
+    out = export_onnx(explainer, args.out, "all" if args.all_maps else "maps")
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
@@ -343,7 +348,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="METHOD=N",
-        help="first N images only for one method (repeatable), e.g. scorecam=10 for costly methods",
+        help="first N images (with --grid: grids) only for one method (repeatable), e.g. scorecam=10 for costly "
+        "methods",
     )
     p.add_argument("--batch-size", type=_checked(int, COUNT), default=16)
     p.add_argument(
@@ -351,7 +357,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rise-masks", type=_checked(int, COUNT), default=4000)
     p.add_argument("--opticam-steps", type=_checked(int, COUNT), default=100, help="Adam iterations per Opti-CAM map")
-    _add_aux_sizes_option(p)
+    _add_aux_sides_option(p)
     p.add_argument("--imputation", default=d.imputation, choices=["telea", "linear"], help="ROAD fill")
     p.add_argument(
         "--road-fractions",
@@ -402,7 +408,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         limit=args.limit,
         limit_for=_pairs(args.limit_for, "--limit-for", number=True),
         batch_size=args.batch_size,
-        extra_aux_sizes=args.extra_aux_sizes,
+        aux_sides=args.aux_sides,
         metrics=metrics,
         options={
             "cam_batch_size": args.cam_batch_size,

@@ -193,8 +193,25 @@ class PTameExplainer(nn.Module, Explainer):
     def with_extra_aux_sizes(self, sizes: Sequence[tuple[int, int] | int]) -> PTameExplainer:
         """This explainer (the same networks and head, not copies) with other multi-scale sides;
         ``[]`` gives the single-pass explainer."""
+        return self.with_aux_sizes([self.features.input_size, *sizes])
+
+    def with_aux_sizes(self, sizes: Sequence[tuple[int, int] | int]) -> PTameExplainer:
+        """This explainer (the same networks and head, not copies) running the auxiliary at ``sizes``
+        (sides or ``(h, w)``), one pass each, the first in place of the side it was trained at.
+
+        Each pass costs about one auxiliary forward at its size, so one smaller pass is the
+        cheapest explanation; docs/results.md measures what each choice costs and keeps.
+        """
+        sizes = check_sizes(sizes)
+        if not sizes:
+            raise ValueError("the auxiliary must run at one size at least")
         other = copy.copy(self)
-        other.extra_aux_sizes = check_sizes(sizes)
+        other.extra_aux_sizes = sizes[1:]
+        if sizes[0] != tuple(self.features.input_size):
+            features = copy.copy(self.features)
+            features.input_size, features._shapes = sizes[0], None
+            other._modules = dict(self._modules)  # a shallow copy shares the module dict: the original keeps its own
+            other.features = features
         return other
 
     def _checked_slope(self, slope: float) -> float:

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from ..methods.base import Explainer, Targets, check_images
 from ..onnxfile import write_onnx
-from .explainer import PTameExplainer
+from .explainer import PTameExplainer, check_sizes
 from .networks import _check_model, network_from_config
 
 ONNX_FORMAT = "glancemap-onnx/1"
@@ -132,9 +132,19 @@ class OnnxExplainer(Explainer):
         """The file whose hash identifies this explainer in evaluation results."""
         return self.path
 
+    @property
+    def aux_sizes(self) -> list[tuple[int, int]]:
+        return [tuple(s) for s in [self.config["aux_input_size"], *self.extra_aux_sizes]]
+
     def with_extra_aux_sizes(self, sizes) -> OnnxExplainer:
-        if [list(s) if not isinstance(s, int) else [s, s] for s in sizes] != self.extra_aux_sizes:
-            raise ValueError(f"{self.path} was exported with its auxiliary sizes fixed; export it again to change them")
+        return self.with_aux_sizes([self.aux_sizes[0], *sizes])
+
+    def with_aux_sizes(self, sizes) -> OnnxExplainer:
+        if check_sizes(sizes) != self.aux_sizes:
+            raise ValueError(
+                f"{self.path} was exported with its auxiliary sizes fixed; export it again (glancemap export "
+                "--aux-sides) to change them"
+            )
         return self
 
     def with_negative_slope(self, slope: float) -> OnnxExplainer:
