@@ -29,7 +29,8 @@ $GLANCEMAP sanity --data splits/dev.txt --train-data splits/train.txt --explaine
 
 # Localization: the grid pointing game on 2x2 grids of the dev images
 $GLANCEMAP evaluate --data splits/dev.txt --grid 2 --out runs/eval-efficientnet_lite2 \
-  --methods ptame,ptame-single,gradcam,gradcam++,layercam,auxcam,gaussian --device "$DEVICE"
+  --methods ptame,ptame-single,gradcam,gradcam++,layercam,auxcam,scorecam,rise,gaussian \
+  --limit-for scorecam=8 --limit-for rise=2 --device "$DEVICE"
 
 # The shipped head's untrained start, and displays of both (results.md, "What training buys over its start"
 # onward): the start, the displays scored on dev and train grids, and the gated maps paired on the dev grids
@@ -51,7 +52,10 @@ done
 
 # ONNX: agreement with PyTorch, and cost beside the backbone in ONNX Runtime
 .venv/bin/python experiments/onnx_agreement.py splits/dev.txt
-.venv/bin/python scripts/benchmark.py --onnx
+.venv/bin/python scripts/benchmark.py --onnx --one-pass-sides 192 160
+# cheaper one-pass maps against the shipped two passes, paired (the benchmark above gives their cost)
+.venv/bin/python experiments/map_variants.py splits/dev.txt --variants m320,s224,s192,s160 \
+  --paired-with runs/eval-efficientnet_lite2 --against gradcam,auxcam
 
 # Your own label set: restricted_imagenet9 (trains its explainers first; about 1.5 h on the CPU)
 DEVICE="$DEVICE" bash experiments/restricted_imagenet9.sh
