@@ -106,7 +106,11 @@ def onnx_contenders(
     # the session itself, not the onnx: loader: the backbone's time without the numpy round trip
     session = onnxruntime.InferenceSession(str(backbone_file), providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: images.cpu().numpy()}
-    maps = load_explainer(export_onnx(explainer, folder / "maps.onnx"), backbone=explainer.backbone)
+
+    def exported(made, name: str):
+        return load_explainer(export_onnx(made, folder / name), backbone=explainer.backbone)
+
+    maps = exported(explainer, "maps.onnx")
     # the auxiliary alone at its first side (its classifier, no head): what a one pass costs before the head
     aux_file = export_classifier_onnx(explainer.auxiliary, folder / "auxiliary.onnx")
     aux_session = onnxruntime.InferenceSession(str(aux_file), providers=["CPUExecutionProvider"])
@@ -118,12 +122,10 @@ def onnx_contenders(
         "onnxruntime: explain (given classes)": lambda: maps(images.cpu(), targets.cpu()),
     }
     if explainer.extra_aux_sizes:
-        single = load_explainer(export_onnx(one_pass, folder / "one_pass.onnx"), backbone=explainer.backbone)
+        single = exported(one_pass, "one_pass.onnx")
         out["onnxruntime: explain, one pass (given)"] = lambda: single(images.cpu(), targets.cpu())
     for side in sides:
-        cheap = load_explainer(
-            export_onnx(explainer.with_aux_sizes([side]), folder / f"one_pass_{side}.onnx"), backbone=explainer.backbone
-        )
+        cheap = exported(explainer.with_aux_sizes([side]), f"one_pass_{side}.onnx")
         out[f"onnxruntime: explain, one pass at {side} px (given)"] = lambda m=cheap: m(images.cpu(), targets.cpu())
     return out
 
