@@ -15,6 +15,8 @@ only the value-reading ones (mass share, Average Drop) can. Displays:
   features, scores the pixel against the class (the untrained start's sign, kept as a gate on
   a trained head); it can re-rank.
 
+An explainer written ``NAME@320+448`` runs its auxiliary at those sides (``with_aux_sizes``).
+
 Each explainer is scored on the grid pointing game (grids from ``files`` as ``glancemap
 evaluate --grid 2`` builds them) and on AD@100 and AD@50 on the ``files`` themselves (ROAD
 too for the first display and for ``l`` and ``g``, which can re-rank), paired with its own
@@ -55,6 +57,12 @@ def maps_of(explainer, images: torch.Tensor, targets: torch.Tensor, display: str
     return torch.cat(out)
 
 
+def with_sides(explainer, spec: str):
+    """``explainer`` at the auxiliary sides ``spec`` names after ``@`` (``PATH@320+448``), if any."""
+    _, _, sides = spec.partition("@")
+    return explainer.with_aux_sizes([int(s) for s in sides.split("+")]) if sides else explainer
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", help="a .txt list of images (e.g. splits/dev.txt)")
@@ -68,9 +76,11 @@ def main() -> None:
     torch.manual_seed(0)
     files = list_images([args.files])
     first, *others = args.explainers.split(",")
-    explainers = {first: load_explainer(first, device="cpu")}
+    explainers = {first: with_sides(load_explainer(first.split("@")[0], device="cpu"), first)}
     backbone, b = explainers[first].backbone, args.batch_size
-    explainers |= {name: load_explainer(name, device="cpu", backbone=backbone) for name in others}
+    explainers |= {
+        name: with_sides(load_explainer(name.split("@")[0], device="cpu", backbone=backbone), name) for name in others
+    }
     grid = grid_cells(backbone, files)  # the same grids and images for every explainer
     images = load_images(backbone, files[: args.faithfulness_limit])
     targets = top1(backbone, images, b)

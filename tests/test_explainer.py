@@ -302,6 +302,33 @@ def test_pixels_the_readout_scores_against_the_class_are_dimmed(tiny_backbone, t
     assert torch.allclose(shown.predict_and_explain(x, top_k=2)["maps"][:, :1], shown(x), atol=1e-5)
 
 
+def test_pixels_below_the_heads_zero_are_dimmed_before_the_minmax(tiny_backbone, tiny_aux):
+    from glancemap.maps import minmax_normalize
+
+    shown = PTameExplainer(tiny_backbone, tiny_aux, head="shared", negative_slope=0.01, negative_at="zero")
+    shown.head.init_from_cam(shown.head.readout)  # the readout's CAM: both signs on random images
+    with torch.no_grad():
+        shown.head.offset.fill_(0.3)  # the zero is the logits' less the offset, not the min-max's
+    plain = shown.with_negative_slope(1.0)
+    x = torch.rand(2, 3, *shown.input_size)
+    with torch.no_grad():
+        every = shown.head(shown.features(x)) - 0.3  # (2,K,h,w): pick each image's most mixed-sign class
+        t = ((every < 0).float().mean((2, 3)) - 0.5).abs().argmin(1)
+        raw = shown.head(shown.features(x), t, per_sample=True) - 0.3
+        expected = minmax_normalize(torch.where(raw < 0, 0.01 * raw, raw))
+        ours = shown.all_maps(x, resolution="head")[torch.arange(2), t].unsqueeze(1)
+        base = plain.all_maps(x, resolution="head")[torch.arange(2), t].unsqueeze(1)
+    assert ((raw < 0).float().mean((1, 2, 3)) - 0.5).abs().max() < 0.45  # both kinds of pixel in each map
+    assert torch.allclose(ours, expected, atol=1e-5)
+    order = raw.flatten(1).argsort(1)  # the order of every pixel is the logits' own
+    assert (ours.flatten(1).gather(1, order).diff(1) >= -1e-5).all()  # float rounding only
+    assert not torch.allclose(ours, base, atol=1e-3)
+    other = shown.with_negative_slope(0.01, "readout")
+    assert other.negative_at == "readout" and shown.negative_at == "zero"
+    with pytest.raises(ValueError, match="negative_at"):
+        shown.with_negative_slope(0.01, "floor")
+
+
 def test_negative_slope_needs_a_readout(tiny_backbone, tiny_aux):
     with pytest.raises(ValueError, match="shared head"):
         PTameExplainer(tiny_backbone, tiny_aux, head="per-class", negative_slope=0.05)
@@ -315,6 +342,10 @@ def test_negative_slope_round_trips_and_old_configs_show_plain_maps(tmp_path, ti
     del cfg["negative_slope"]  # written before the setting existed: the maps it was saved with
     (tmp_path / "e" / "config.json").write_text(json.dumps(cfg))
     assert load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux).negative_slope == 1.0
+    PTameExplainer(tiny_backbone, tiny_aux, head="shared", negative_slope=0.01, negative_at="zero").save(tmp_path / "z")
+    zero = load_explainer(tmp_path / "z", backbone=tiny_backbone, auxiliary=tiny_aux)
+    assert (zero.negative_slope, zero.negative_at) == (0.01, "zero")
+    assert load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux).negative_at == "readout"
     (tmp_path / "e" / "config.json").write_text(json.dumps(cfg | {"negative_slope": 0}))
     with pytest.raises(ValueError, match="negative_slope"):
         load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux)

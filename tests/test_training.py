@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from glancemap.images import list_images
 from glancemap.training import TrainConfig, TrainingDivergedError, load_checkpoint, train
 
 from .conftest import TINY_AUX, TINY_BACKBONE, write_images
@@ -278,8 +279,26 @@ def test_shared_head_trains_saves_and_reloads(tmp_path, image_folder):
         train(_config(tmp_path, image_folder, max_steps=3, head="per-class", lr=1e-2), resume=True, progress_bar=False)
 
 
+def test_low_rank_training_changes_only_a_low_rank_part_and_resumes(tmp_path, image_folder, monkeypatch):
+    from glancemap import load_explainer
+
+    cfg = _config(tmp_path, image_folder, epochs=2, max_steps=4, head="shared", lr=1e-2, low_rank=2, holdout=0)
+    interrupted_run(monkeypatch, cfg, after_steps=2)  # a checkpoint of the restricted head at step 2
+    explainer = train(cfg, resume=True, progress_bar=False)
+    saved = load_explainer(tmp_path / "run" / "explainer", backbone=explainer.backbone, auxiliary=explainer.auxiliary)
+    assert saved.training_info["low_rank"] == 2 and saved.training_info["steps"] == 4
+    # the start's projection is zero on the finer stages: what is there now is the change alone
+    d = saved.head.channels[-1]
+    change = saved.head.projection[:, :-d].detach()
+    assert change.abs().max() > 1e-4  # it trained
+    assert torch.linalg.matrix_rank(change, rtol=1e-4).item() <= 2  # singular values past 2: float rounding
+    for block in saved.head.blocks:  # frozen at the start: zero BN scales, so each block is the identity
+        assert not block.bn.weight.any() and not block.bn.bias.any()
+    with pytest.raises(ValueError, match="shared head"):
+        train(_config(tmp_path, image_folder, max_steps=2, head="per-class", low_rank=2, out=str(tmp_path / "pc")))
+
+
 def test_other_label_sets_get_a_distilled_readout_and_the_paper_recipe_no_readout(tmp_path, image_folder, capsys):
-    from glancemap.images import list_images
     from glancemap.models import load_classifier
     from glancemap.training import build_explainer
 

@@ -185,8 +185,16 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
         "--negative-slope",
         type=_checked(float, Range(above=0, maximum=1)),
         default=None,
-        help="multiply the maps by this slope in (0, 1] where the head's readout scores a pixel against the "
-        "class, e.g. 0.05 (shared heads; default: the explainer's own, 1.0 = plain min-max)",
+        help="multiply the maps by this slope in (0, 1] where a pixel is scored against the class (see "
+        "--negative-at), e.g. 0.05 (shared heads; default: the explainer's own, 1.0 = plain min-max)",
+    )
+    p.add_argument(
+        "--negative-at",
+        choices=("readout", "zero"),  # glancemap.explainer.NEGATIVE_AT, without importing torch to parse
+        default=None,
+        help="readout: where the head's frozen readout scores the pixel against the class; zero: where the "
+        "head's logits less its offset are below zero, through a leaky ReLU before the min-max (default: the "
+        "explainer's own)",
     )
 
 
@@ -198,8 +206,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     explainer = load_explainer(args.explainer, device=_device(args.device))
     if args.aux_sides:
         explainer = explainer.with_aux_sizes(args.aux_sides)
-    if args.negative_slope is not None:
-        explainer = explainer.with_negative_slope(args.negative_slope)
+    if args.negative_slope is not None or args.negative_at is not None:
+        slope = explainer.negative_slope if args.negative_slope is None else args.negative_slope
+        explainer = explainer.with_negative_slope(slope, args.negative_at)
     counts = explain_files(list_images(args.inputs), explainer, Path(args.out), args.top_k, args.batch_size)
     print(f"explained {counts['explained']} image(s) into {args.out}; skipped {counts['skipped']} unreadable file(s)")
     return 0 if counts["explained"] else 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ..maps import minmax_normalize, resize_maps
@@ -36,6 +37,16 @@ def check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
             raise ValueError(f"an auxiliary size must be a positive side or (height, width), got {size!r}")
         out.append(pair)
     return out
+
+
+NEGATIVE_AT = ("readout", "zero")
+
+
+def check_negative_at(at: str) -> str:
+    """``at`` if it names where ``negative_slope`` reads a pixel's sign (one of :data:`NEGATIVE_AT`)."""
+    if at not in NEGATIVE_AT:
+        raise ValueError(f"negative_at must be one of {', '.join(NEGATIVE_AT)}, got {at!r}")
+    return at
 
 
 def check_slope(slope: float) -> float:
@@ -71,13 +82,19 @@ class PTameExplainer(nn.Module, Explainer):
         readout: ``(K, D)`` weights of that classifier, for a backbone whose classes the
             auxiliary does not have (see :mod:`glancemap.training.readout`); default: the
             auxiliary's own classifier, when it has the backbone's classes.
-        negative_slope: how the maps show pixels the class's readout scores against it
-            (shared-readout heads only). Below 1, each auxiliary pass's min-max map is
-            multiplied by this slope wherever the frozen readout, applied to the auxiliary's
-            last features (the untrained start's CAM), is negative for the class: on a grid,
-            the other photos. The trained head still ranks the rest. On the shipped
-            explainer 0.05 raised grid localization with no measured cost in ROAD, AD@100 or AD@50
-            (docs/results.md); 1.0 (the default) is the plain min-max of the logits.
+        negative_slope: how the maps show pixels scored against the class (shared-readout
+            heads only); 1.0 (the default) is the plain min-max of the logits. Below 1, see
+            ``negative_at``.
+        negative_at: which pixels count as scored against the class. ``"readout"``: each
+            auxiliary pass's min-max map is multiplied by ``negative_slope`` wherever the frozen
+            readout, applied to the auxiliary's last features (the untrained start's CAM), is
+            negative for the class; the trained head still ranks the rest (on the shipped
+            explainer 0.05 raised grid localization with no measured cost in ROAD or Average
+            Drop). ``"zero"``: each pass's logits, less the head's offset, go through a leaky
+            ReLU of slope ``negative_slope`` before the min-max, so what the head scores against
+            the class lies just above 0 and the lowest of the rest starts there; order-preserving
+            per pass. It suits heads that keep their start's zero (``train --low-rank``;
+            docs/results.md).
     """
 
     def __init__(
@@ -91,6 +108,7 @@ class PTameExplainer(nn.Module, Explainer):
         extra_aux_sizes: Sequence[tuple[int, int]] = (),
         readout: torch.Tensor | None = None,
         negative_slope: float = 1.0,
+        negative_at: str = "readout",
     ) -> None:
         super().__init__()
         self.backbone = backbone.freeze()
@@ -126,6 +144,7 @@ class PTameExplainer(nn.Module, Explainer):
             raise ValueError(f"unknown head {head!r}: use 'per-class', 'shared' or 'auto'")
         self.head.to(auxiliary.device)
         self.negative_slope = self._checked_slope(negative_slope)
+        self.negative_at = check_negative_at(negative_at)
         self.training_info: dict[str, Any] = {}
         self.source_dir: Path | None = None  # set by load_explainer
         self.start_readout: Any = None  # set by training's build_explainer: the readout the head started from
@@ -160,6 +179,9 @@ class PTameExplainer(nn.Module, Explainer):
         super().train(mode)
         self.backbone.eval()  # frozen networks keep their BN statistics
         self.features.train(mode)
+        for block in getattr(self.head, "blocks", []):  # frozen blocks (low-rank training) keep theirs too
+            if not any(p.requires_grad for p in block.parameters()):
+                block.eval()
         return self
 
     # ------------------------------------------------------------ maps
@@ -177,6 +199,8 @@ class PTameExplainer(nn.Module, Explainer):
         logits = self.head(features, classes, per_sample=per_sample)
         if self.negative_slope == 1.0:
             return logits
+        if self.negative_at == "zero":
+            return F.leaky_relu(logits - self.head.offset, self.negative_slope)
         readout = self.head.readout if classes is None else self.head.readout[classes]
         if per_sample:  # the start's sign: (B,n,h',w') CAMs of the readout on the last features
             cam = torch.einsum("bchw,bc->bhw", features[-1], readout).unsqueeze(1)
@@ -223,11 +247,12 @@ class PTameExplainer(nn.Module, Explainer):
             )
         return slope
 
-    def with_negative_slope(self, slope: float) -> PTameExplainer:
+    def with_negative_slope(self, slope: float, at: str | None = None) -> PTameExplainer:
         """This explainer (the same networks and head, not copies) showing its maps with another
-        ``negative_slope``; 1.0 gives the plain min-max of the logits."""
+        ``negative_slope`` (and ``negative_at``, if given); 1.0 gives the plain min-max of the logits."""
         other = copy.copy(self)
         other.negative_slope = self._checked_slope(slope)
+        other.negative_at = self.negative_at if at is None else check_negative_at(at)
         return other
 
     def multiscale_maps(
@@ -299,6 +324,7 @@ class PTameExplainer(nn.Module, Explainer):
             else None,
             "class_names": self.class_names,
             "negative_slope": self.negative_slope,
+            "negative_at": self.negative_at,
             "training": self.training_info,
         }
 

@@ -21,6 +21,7 @@ from .explainer import (
     DEFAULT_EXPLAINER_DIR,
     FORMAT,
     LEGACY_FORMATS,
+    NEGATIVE_AT,
     WEIGHTS_NAME,
     PTameExplainer,
     check_slope,
@@ -109,6 +110,7 @@ def _config_problem(cfg: dict) -> str | None:
         "class_names": isinstance(cfg.get("class_names", []), list),
         "training": isinstance(cfg.get("training", {}), dict),
         "negative_slope": _is_slope(cfg.get("negative_slope", 1.0)),
+        "negative_at": cfg.get("negative_at", "readout") in NEGATIVE_AT,
     }
     bad = [k for k, ok in checks.items() if not ok]
     return f"missing or malformed {', '.join(bad)}" if bad else None
@@ -164,6 +166,7 @@ def load_explainer(
         if cfg.get("head") == "shared" and cfg.get("readout") == "distilled"
         else None,
         negative_slope=cfg.get("negative_slope", 1.0),  # explainers saved before the setting: plain min-max
+        negative_at=cfg.get("negative_at", "readout"),  # saved before the choice: the readout's sign
     )
     if explainer.head.channels != list(cfg["feature_channels"]):
         raise ExplainerMismatchError(

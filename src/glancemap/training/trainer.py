@@ -41,6 +41,7 @@ from .checkpoint import (
 from .config import TrainConfig, TrainingDivergedError, auto_steps
 from .distributed import ResumableDistributedSampler, resolve_device, setup_distributed
 from .init import build_explainer, load_networks
+from .lowrank import fold_low_rank, restrict_to_low_rank
 from .outdir import claim_folder, data_fingerprint
 from .selection import HOLDOUT_SHARE, held_out_score, holdout_split
 from .surrogate import REFIT_EVERY, Surrogate, calls_of, plan_calls
@@ -157,6 +158,13 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     if config.init == "aux-cam" and not config.init_from and config.max_steps != 0:  # 0 steps: nothing to check
         files, held_out = holdout_split(files, share, config.seed)
     explainer = build_explainer(config, device, files, backbone=backbone, auxiliary=auxiliary)
+    if config.low_rank is not None:
+        trainable = restrict_to_low_rank(explainer.head, config.low_rank)
+        if env.is_main:
+            print(
+                f"glancemap: training a rank-{config.low_rank} change of the projection ({trainable} weights)",
+                file=sys.stderr,
+            )
     start_state = {k: v.detach().clone() for k, v in explainer.head.state_dict().items()} if held_out else None
     surrogate = None
     if not explainer.backbone.differentiable:
@@ -381,6 +389,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 + ("trained head" if kept == "trained" else "start, which training did not improve on"),
                 file=sys.stderr,
             )
+    fold_low_rank(explainer.head)
     readout = explainer.training_info.get("readout")  # set by build_explainer when it distilled one
     explainer.training_info = {
         "preset": config.preset,
@@ -388,6 +397,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         "weight_decay": config.resolved_weight_decay(),
         "init": config.init,
         "head": explainer.head.kind,
+        **({"low_rank": config.low_rank} if config.low_rank is not None else {}),
         **({"readout": readout} if readout else {}),
         "train_aux_sides": aux_sides,
         "epochs": config.epochs,
@@ -427,7 +437,7 @@ def training_recipe(explainer_config: dict) -> dict:
     """
     info = explainer_config.get("training", {})
     recipe = {"head": explainer_config.get("head", "per-class")}
-    for key in ("preset", "loss_weights", "init", "weight_decay", "lr", "train_aux_sides"):
+    for key in ("preset", "loss_weights", "init", "weight_decay", "lr", "train_aux_sides", "low_rank"):
         if key in info:
             recipe["loss" if key == "loss_weights" else key] = info[key]  # the record's one renamed field
     if "loss" in recipe:
