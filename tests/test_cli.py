@@ -36,8 +36,14 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
     assert main([*explain, "--out", str(dark), "--negative-slope", "0.05"]) == 0
     darker = np.load(dark / "img000.npy")
     assert darker.shape == maps.shape and darker.min() >= 0 and darker.max() <= 1 and not np.allclose(darker, maps)
+    zero = tmp_path / "zero"
+    assert main([*explain, "--out", str(zero), "--negative-slope", "0.05", "--negative-at", "zero"]) == 0
+    at_zero = np.load(zero / "img000.npy")
+    assert at_zero.shape == maps.shape and not np.allclose(at_zero, darker)
     with pytest.raises(SystemExit):  # refused at parse time
         main([*explain, "--out", str(dark), "--negative-slope", "0"])
+    with pytest.raises(SystemExit):
+        main([*explain, "--out", str(dark), "--negative-at", "floor"])
 
     assert main(["info", "--explainer", str(out / "explainer")]) == 0
     text = capsys.readouterr().out

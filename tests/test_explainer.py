@@ -263,9 +263,19 @@ def test_ship_reproduces_the_shipped_head_from_a_float32_save(tmp_path):
     for key in shipped:  # float16 -> float32 -> float16 is exact: the same tensors, integer buffers untouched
         assert mine[key].dtype == shipped[key].dtype and torch.equal(mine[key], shipped[key]), key
     assert json.loads((tmp_path / "shipped" / "config.json").read_text()) == trained.config()
-    with pytest.raises(FileNotFoundError, match="not a glancemap explainer"):
-        from glancemap.explainer import ship_explainer
+    shown = ["--negative-slope", "0.01", "--negative-at", "zero"]
+    assert main(["ship", str(tmp_path / "trained"), "--out", str(tmp_path / "shown"), *shown]) == 0
+    assert json.loads((tmp_path / "shown" / "config.json").read_text()) == trained.config() | {
+        "negative_slope": 0.01,
+        "negative_at": "zero",
+    }
+    assert load_explainer(tmp_path / "shown").negative_at == "zero"
+    from glancemap.explainer import ship_explainer
 
+    with pytest.raises(ValueError, match="negative_at"):
+        ship_explainer(tmp_path / "trained", tmp_path / "bad", display={"negative_at": "floor"})
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+    with pytest.raises(FileNotFoundError, match="not a glancemap explainer"):
         ship_explainer(tmp_path / "nothing", tmp_path / "x")
 
 

@@ -50,6 +50,20 @@ def test_onnx_maps_match_pytorch(saved):
         onnx(x, [0, 1, 5000])
 
 
+def test_onnx_maps_at_the_heads_zero_match_pytorch(saved, tmp_path):
+    root, explainer = saved
+    zero = explainer.with_negative_slope(0.05, "zero")
+    zero.save(tmp_path / "zero")
+    assert main(["export", str(tmp_path / "zero"), "--out", str(tmp_path / "zero.onnx")]) == 0
+    onnx = load_explainer(tmp_path / "zero.onnx")
+    x, t = torch.rand(2, 3, *explainer.input_size), torch.tensor([5, 17])
+    assert (onnx(x, t) - zero(x, t)).abs().max() < TOLERANCE
+    assert (zero(x, t) - explainer(x, t)).abs().max() > 1e-3  # another display than the readout's gate
+    assert onnx.with_negative_slope(0.05, "zero") is onnx
+    with pytest.raises(ValueError, match="export it again"):
+        onnx.with_negative_slope(0.05, "readout")
+
+
 def test_onnx_all_maps_match_pytorch(saved):
     root, explainer = saved
     onnx = load_explainer(root / "all.onnx")

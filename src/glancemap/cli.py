@@ -181,6 +181,10 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_checked(int, COUNT), default=16)
     p.add_argument("--device", default="auto")
     _add_aux_sides_option(p)
+    _add_display_options(p)
+
+
+def _add_display_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--negative-slope",
         type=_checked(float, Range(above=0, maximum=1)),
@@ -198,6 +202,12 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _display_settings(args: argparse.Namespace) -> dict:
+    """The display options given on the command line, as explainer config fields."""
+    given = {"negative_slope": args.negative_slope, "negative_at": args.negative_at}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from .explain_files import explain_files
     from .explainer import load_explainer
@@ -206,9 +216,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     explainer = load_explainer(args.explainer, device=_device(args.device))
     if args.aux_sides:
         explainer = explainer.with_aux_sizes(args.aux_sides)
-    if args.negative_slope is not None or args.negative_at is not None:
-        slope = explainer.negative_slope if args.negative_slope is None else args.negative_slope
-        explainer = explainer.with_negative_slope(slope, args.negative_at)
+    display = _display_settings(args)
+    if display:
+        explainer = explainer.with_negative_slope(
+            display.get("negative_slope", explainer.negative_slope), display.get("negative_at")
+        )
     counts = explain_files(list_images(args.inputs), explainer, Path(args.out), args.top_k, args.batch_size)
     print(f"explained {counts['explained']} image(s) into {args.out}; skipped {counts['skipped']} unreadable file(s)")
     return 0 if counts["explained"] else 1
@@ -282,12 +294,13 @@ def _add_ship(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ship", help="write a trained explainer in the shipped form (head stored as float16)")
     p.add_argument("explainer", help="a trained explainer folder (e.g. runs/default/explainer)")
     p.add_argument("--out", required=True, help="folder to write (e.g. src/glancemap/weights/default)")
+    _add_display_options(p)
 
 
 def _cmd_ship(args: argparse.Namespace) -> int:
     from .explainer import ship_explainer
 
-    out = ship_explainer(args.explainer, args.out)
+    out = ship_explainer(args.explainer, args.out, display=_display_settings(args))
     print(f"wrote {out}/config.json and {out}/head.safetensors (float16)")
     return 0
 

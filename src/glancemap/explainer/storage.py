@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +193,24 @@ def load_explainer(
 
 
 def ship_explainer(
-    source: str | os.PathLike, destination: str | os.PathLike, dtype: torch.dtype = torch.float16
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    dtype: torch.dtype = torch.float16,
+    display: dict[str, Any] | None = None,
 ) -> Path:
     """Writes a trained explainer in the form glancemap ships: the same config, the head's floating-point
     tensors stored as ``dtype`` (half the bytes; integer buffers unchanged). Loading casts them back to
-    float32, so the maps differ from the source's only by that rounding."""
+    float32, so the maps differ from the source's only by that rounding. ``display`` sets how the shipped
+    explainer shows its maps (``{"negative_slope": 0.01, "negative_at": "zero"}``)."""
     src, dst = explainer_dir(source), Path(destination)
-    read_explainer_config(src)  # refuse anything that is not an explainer folder
+    cfg = read_explainer_config(src)  # refuse anything that is not an explainer folder
+    unknown = sorted(set(display or {}) - {"negative_slope", "negative_at"})
+    if unknown:
+        raise ValueError(f"ship sets only negative_slope and negative_at, not {', '.join(unknown)}")
+    cfg |= display or {}
+    problem = _config_problem(cfg)
+    if problem:
+        raise ValueError(f"cannot ship {src} with {display}: {problem}")
     try:
         state = load_file(str(src / WEIGHTS_NAME))
     except Exception as exc:
@@ -210,6 +220,8 @@ def ship_explainer(
     tmp = dst / (WEIGHTS_NAME + ".tmp")
     save_file(small, str(tmp), metadata={"format": FORMAT})
     os.replace(tmp, dst / WEIGHTS_NAME)
-    if src.resolve() != dst.resolve():
-        shutil.copyfile(src / CONFIG_NAME, dst / CONFIG_NAME)
+    if display or src.resolve() != dst.resolve():
+        tmp = dst / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(cfg, indent=1))
+        os.replace(tmp, dst / CONFIG_NAME)
     return dst
