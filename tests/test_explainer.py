@@ -361,3 +361,21 @@ def test_negative_slope_round_trips_and_old_configs_show_plain_maps(tmp_path, ti
         load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux)
     with pytest.raises(ValueError, match="negative_slope"):
         PTameExplainer(tiny_backbone, tiny_aux, head="shared", negative_slope=1.5)
+
+
+def test_an_explainer_shown_or_run_otherwise_is_another_method_in_result_folders(tmp_path, tiny_backbone, tiny_aux):
+    from glancemap.methods import explainer_identity
+
+    PTameExplainer(tiny_backbone, tiny_aux, head="shared", extra_aux_sizes=[64]).save(tmp_path / "e")
+    plain = load_explainer(tmp_path / "e", backbone=tiny_backbone, auxiliary=tiny_aux)
+    base = explainer_identity(plain)
+    assert set(base) == {"explainer_head_sha256", "extra_aux_sizes"}  # what older result folders hold
+    variants = [
+        plain.with_negative_slope(0.01),
+        plain.with_negative_slope(0.01, "zero"),
+        plain.with_aux_sizes([48, 64]),
+        plain.with_aux_sizes([plain.aux_sizes[0]]),
+    ]
+    identities = [base] + [explainer_identity(v) for v in variants]
+    assert len({json.dumps(i, sort_keys=True) for i in identities}) == len(identities)
+    assert explainer_identity(plain.with_aux_sizes(plain.aux_sizes)) == base

@@ -7,6 +7,7 @@ folder by the caller), so this module needs nothing of the explainer package.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from .registry import MethodContext, register_method
@@ -14,7 +15,9 @@ from .registry import MethodContext, register_method
 
 def explainer_identity(explainer: Any, extra_aux_sizes=None) -> dict:
     """What makes two runs of an explainer the same method: its head file's hash and, when it
-    explains at several auxiliary sizes, those sizes (absent for single-pass maps)."""
+    explains at several auxiliary sizes, those sizes (absent for single-pass maps); a first side
+    other than its training one and a display other than the plain min-max, when set (absent
+    otherwise, so older result folders stay valid)."""
     if hasattr(explainer, "identity_file"):  # an exported (ONNX) explainer: the file is the explainer
         ident = {"explainer_onnx_sha256": _sha256(explainer.identity_file())}
     elif getattr(explainer, "source_dir", None) is not None:
@@ -24,6 +27,13 @@ def explainer_identity(explainer: Any, extra_aux_sizes=None) -> dict:
     sizes = explainer.extra_aux_sizes if extra_aux_sizes is None else extra_aux_sizes
     if sizes:  # absent for single-pass maps, so older result folders stay valid
         ident["extra_aux_sizes"] = [list(s) for s in sizes]
+    first = list(explainer.aux_sizes[0])
+    if "explainer_head_sha256" in ident:
+        trained = json.loads((explainer.source_dir / "config.json").read_text()).get("aux_input_size")
+        if trained is not None and first != list(trained):
+            ident["aux_input_size"] = first
+    if getattr(explainer, "negative_slope", 1.0) != 1.0:
+        ident |= {"negative_slope": explainer.negative_slope, "negative_at": explainer.negative_at}
     return ident
 
 
