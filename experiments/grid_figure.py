@@ -4,7 +4,8 @@ each method, so a reader sees how selective each method's map is.
 The grids are the first ones ``glancemap evaluate --grid 2`` builds from the given images (same seed
 and threshold), so the picture shows cells that the localization table scores.
 
-    python experiments/grid_figure.py splits/dev.txt --grids 4 --out docs/grid_maps.jpg
+    python experiments/grid_figure.py splits/dev.txt --grids 4 --out docs/grid_maps.jpg \
+        --also "P-TAME selective=selective"
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main() -> None:
     ap.add_argument("data", nargs="+")
     ap.add_argument("--explainer", default="default")
     ap.add_argument("--methods", default="ptame,ptame-single,gradcam,auxcam,gaussian")
+    ap.add_argument(
+        "--also", action="append", default=[], metavar="LABEL=EXPLAINER", help="one more column: another explainer"
+    )
     ap.add_argument("--grids", type=int, default=4, help="rows of the picture: one grid each")
     ap.add_argument("--skip", type=int, default=0, help="start at this grid")
     ap.add_argument("--side", type=int, default=200, help="pixels per panel")
@@ -41,9 +45,13 @@ def main() -> None:
     config = GridConfig()
     files = list_images(args.data)
     chosen = grids_for(backbone, files, config)[args.skip : args.skip + args.grids]
-    names = method_names(args.methods)
     context = MethodContext(backbone=backbone, explainer=explainer, auxiliary=explainer.auxiliary)
-    methods = {name: create_method(name, context) for name in names}
+    methods = {method_label(name): create_method(name, context) for name in method_names(args.methods)}
+    for spec in args.also:
+        label, _, source = spec.partition("=")
+        other = load_explainer(source, device="cpu", backbone=backbone)
+        methods[label] = create_method("ptame", MethodContext(backbone, explainer=other, auxiliary=other.auxiliary))
+    names = list(methods)
 
     s, pad, head = args.side, 6, 34
     canvas = Image.new("RGB", (pad + (len(names) + 1) * (s + pad), head + len(chosen) * (s + pad)), "white")
@@ -51,7 +59,7 @@ def main() -> None:
     font = caption_font(15)
     draw.text((pad, 8), "grid, cell framed", fill="black", font=font)
     for col, name in enumerate(names, start=1):
-        draw.text((pad + col * (s + pad), 8), method_label(name), fill="black", font=font)
+        draw.text((pad + col * (s + pad), 8), name, fill="black", font=font)
     for row, grid in enumerate(chosen):
         cell = row % (config.n * config.n)  # a different corner in each row
         image = grid_image(grid, backbone, config.n)

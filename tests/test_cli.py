@@ -49,6 +49,9 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
     text = capsys.readouterr().out
     assert "test_efficientnet" in text and "test_resnet" in text
     assert "head       shared" in text  # --head auto: the tiny auxiliary classifies the backbone's 1000 classes
+    assert "display" not in text  # plain min-max maps
+    assert main(["info", "--explainer", "selective"]) == 0
+    assert "pixels below the head's zero dimmed to 0.01" in capsys.readouterr().out
 
 
 def test_recipe_options_reach_the_saved_explainer(tmp_path, image_folder, capsys):

@@ -130,9 +130,12 @@ def test_shipped_default_config_is_readable():
 def test_shipped_explainers_by_name():
     from glancemap.explainer import read_explainer_config, shipped_explainers
 
-    assert {"default", "efficientnet_lite1"} <= set(shipped_explainers())
+    assert {"default", "efficientnet_lite1", "selective"} <= set(shipped_explainers())
     cfg = read_explainer_config("efficientnet_lite1")
     assert cfg["backbone"]["name"] == "efficientnet_lite1" and cfg["auxiliary"]["name"] == "efficientnet_lite0"
+    cfg = read_explainer_config("selective")  # the default's recipe, a rank-16 change only, shown at the zero
+    assert cfg["backbone"]["name"] == "efficientnet_lite2" and cfg["training"]["low_rank"] == 16
+    assert (cfg["negative_slope"], cfg["negative_at"]) == (0.01, "zero")
 
 
 def test_shared_head_round_trip_rebuilds_readout_from_auxiliary(tmp_path, tiny_backbone, tiny_aux):

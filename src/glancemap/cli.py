@@ -261,6 +261,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "auxiliary": (", read through the auxiliary's own classifier"),
     }.get(cfg.get("readout") or "", "")
     print(f"  head       {cfg.get('head', 'per-class')}{readout}")
+    if cfg.get("negative_slope", 1.0) != 1.0:
+        at = {"readout": "where its readout scores them against the class", "zero": "below the head's zero"}
+        print(f"  display    pixels {at[cfg.get('negative_at', 'readout')]} dimmed to {cfg['negative_slope']}")
     print(f"  made with  glancemap {cfg['glancemap_version']}")
     if cfg.get("training"):
         print("  training   " + json.dumps({k: v for k, v in cfg["training"].items() if k != "final_terms"}))

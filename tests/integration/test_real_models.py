@@ -98,7 +98,7 @@ def test_perturbation_with_full_map_keeps_prediction(sample_dir):
     assert torch.equal(clf(x).argmax(1), clf(same).argmax(1))
 
 
-@pytest.mark.parametrize("name", ["default", "efficientnet_lite1"])
+@pytest.mark.parametrize("name", ["default", "efficientnet_lite1", "selective"])
 def test_shipped_explainers_beat_sanity_baselines_in_the_benchmark(sample_dir, name):
     """The benchmark's own scoring on real models: P-TAME's maps separate LeRF from MoRF better
     than a centred Gaussian and far better than uniform noise, and keep far more confidence than noise.
