@@ -51,7 +51,7 @@ def main() -> None:
         label, _, source = spec.partition("=")
         other = load_explainer(source, device="cpu", backbone=backbone)
         methods[label] = create_method("ptame", MethodContext(backbone, explainer=other, auxiliary=other.auxiliary))
-    names = list(methods)
+    names = sorted(methods, key=lambda n: not n.startswith("P-TAME"))  # P-TAME's columns first, stably
 
     s, pad, head = args.side, 6, 34
     canvas = Image.new("RGB", (pad + (len(names) + 1) * (s + pad), head + len(chosen) * (s + pad)), "white")
