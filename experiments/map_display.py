@@ -57,9 +57,10 @@ def maps_of(explainer, images: torch.Tensor, targets: torch.Tensor, display: str
     return torch.cat(out)
 
 
-def with_sides(explainer, spec: str):
-    """``explainer`` at the auxiliary sides ``spec`` names after ``@`` (``PATH@320+448``), if any."""
-    _, _, sides = spec.partition("@")
+def load_at_sides(spec: str, **kwargs):
+    """The explainer ``spec`` names, at the auxiliary sides it gives after ``@`` (``PATH@320+448``), if any."""
+    name, _, sides = spec.partition("@")
+    explainer = load_explainer(name, device="cpu", **kwargs)
     return explainer.with_aux_sizes([int(s) for s in sides.split("+")]) if sides else explainer
 
 
@@ -76,11 +77,9 @@ def main() -> None:
     torch.manual_seed(0)
     files = list_images([args.files])
     first, *others = args.explainers.split(",")
-    explainers = {first: with_sides(load_explainer(first.split("@")[0], device="cpu"), first)}
+    explainers = {first: load_at_sides(first)}
     backbone, b = explainers[first].backbone, args.batch_size
-    explainers |= {
-        name: with_sides(load_explainer(name.split("@")[0], device="cpu", backbone=backbone), name) for name in others
-    }
+    explainers |= {name: load_at_sides(name, backbone=backbone) for name in others}
     grid = grid_cells(backbone, files)  # the same grids and images for every explainer
     images = load_images(backbone, files[: args.faithfulness_limit])
     targets = top1(backbone, images, b)

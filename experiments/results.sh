@@ -14,9 +14,7 @@ DEVICE=${DEVICE:-auto}
 .venv/bin/python experiments/sample_split.py "$SAMPLE" --out splits
 
 # The selective explainer shown as a plain min-max of its logits (its shipped display set back to the plain one)
-mkdir -p runs/selective-plain && cp src/glancemap/weights/selective/head.safetensors runs/selective-plain/
-.venv/bin/python -c "import json, sys; c = json.load(open(sys.argv[1])); c['negative_slope'] = 1.0; \
-json.dump(c, open(sys.argv[2], 'w'), indent=1)" src/glancemap/weights/selective/config.json runs/selective-plain/config.json
+$GLANCEMAP ship selective --out runs/selective-plain --negative-slope 1.0
 
 # Lite2: every method; costly ones on the first images only (stated in the table's n column)
 $GLANCEMAP evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \

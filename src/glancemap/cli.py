@@ -216,11 +216,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     explainer = load_explainer(args.explainer, device=_device(args.device))
     if args.aux_sides:
         explainer = explainer.with_aux_sizes(args.aux_sides)
-    display = _display_settings(args)
-    if display:
-        explainer = explainer.with_negative_slope(
-            display.get("negative_slope", explainer.negative_slope), display.get("negative_at")
-        )
+    if _display_settings(args):
+        explainer = explainer.with_negative_slope(args.negative_slope, args.negative_at)
     counts = explain_files(list_images(args.inputs), explainer, Path(args.out), args.top_k, args.batch_size)
     print(f"explained {counts['explained']} image(s) into {args.out}; skipped {counts['skipped']} unreadable file(s)")
     return 0 if counts["explained"] else 1

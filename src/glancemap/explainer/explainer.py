@@ -39,6 +39,20 @@ def check_sizes(sizes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     return out
 
 
+def write_explainer_folder(directory: str | os.PathLike, state: dict[str, torch.Tensor], config: dict) -> Path:
+    """Writes a head's ``state`` and its ``config`` into ``directory``, each file atomically."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (WEIGHTS_NAME + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata={"format": FORMAT})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out / WEIGHTS_NAME)
+    tmp = out / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(config, indent=1))
+    os.replace(tmp, out / CONFIG_NAME)
+    return out
+
+
 NEGATIVE_AT = ("readout", "zero")
 
 
@@ -247,11 +261,12 @@ class PTameExplainer(nn.Module, Explainer):
             )
         return slope
 
-    def with_negative_slope(self, slope: float, at: str | None = None) -> PTameExplainer:
+    def with_negative_slope(self, slope: float | None = None, at: str | None = None) -> PTameExplainer:
         """This explainer (the same networks and head, not copies) showing its maps with another
-        ``negative_slope`` (and ``negative_at``, if given); 1.0 gives the plain min-max of the logits."""
+        ``negative_slope`` and ``negative_at`` (each kept when not given); slope 1.0 gives the plain
+        min-max of the logits."""
         other = copy.copy(self)
-        other.negative_slope = self._checked_slope(slope)
+        other.negative_slope = self._checked_slope(self.negative_slope if slope is None else slope)
         other.negative_at = self.negative_at if at is None else check_negative_at(at)
         return other
 
@@ -330,14 +345,4 @@ class PTameExplainer(nn.Module, Explainer):
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Writes ``config.json`` and ``head.safetensors`` (each atomically) into ``directory``."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
-        tmp = out / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": FORMAT})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out / WEIGHTS_NAME)
-        tmp = out / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(self.config(), indent=1))
-        os.replace(tmp, out / CONFIG_NAME)
-        return out
+        return write_explainer_folder(directory, self.head.state_dict(), self.config())

@@ -147,9 +147,9 @@ class OnnxExplainer(Explainer):
             )
         return self
 
-    def with_negative_slope(self, slope: float, at: str | None = None) -> OnnxExplainer:
+    def with_negative_slope(self, slope: float | None = None, at: str | None = None) -> OnnxExplainer:
         fixed = (self.config.get("negative_slope", 1.0), self.config.get("negative_at", "readout"))
-        if (slope, fixed[1] if at is None else at) != fixed:
+        if (fixed[0] if slope is None else slope, fixed[1] if at is None else at) != fixed:
             raise ValueError(
                 f"{self.path} was exported with its negative_slope and negative_at fixed; export it again to "
                 "change them"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..models import Classifier
 from .explainer import (
@@ -24,6 +24,7 @@ from .explainer import (
     WEIGHTS_NAME,
     PTameExplainer,
     check_slope,
+    write_explainer_folder,
 )
 from .networks import ExplainerMismatchError, _check_model, network_from_config
 
@@ -215,13 +216,5 @@ def ship_explainer(
         state = load_file(str(src / WEIGHTS_NAME))
     except Exception as exc:
         raise ValueError(f"cannot read {src / WEIGHTS_NAME}: {exc}") from exc
-    dst.mkdir(parents=True, exist_ok=True)
-    small = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    tmp = dst / (WEIGHTS_NAME + ".tmp")
-    save_file(small, str(tmp), metadata={"format": FORMAT})
-    os.replace(tmp, dst / WEIGHTS_NAME)
-    if display or src.resolve() != dst.resolve():
-        tmp = dst / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(cfg, indent=1))
-        os.replace(tmp, dst / CONFIG_NAME)
-    return dst
+    small = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
+    return write_explainer_folder(dst, small, cfg)
