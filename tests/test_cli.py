@@ -44,6 +44,16 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
         main([*explain, "--out", str(dark), "--negative-slope", "0"])
     with pytest.raises(SystemExit):
         main([*explain, "--out", str(dark), "--negative-at", "floor"])
+    gated = tmp_path / "gated"
+    assert (
+        main([*explain, "--out", str(gated), "--negative-slope", "0.05", "--negative-at", "zero", "--gate-margin", "1"])
+        == 0
+    )
+    gated_maps = np.load(gated / "img000.npy")
+    assert gated_maps.shape == maps.shape and gated_maps.max() <= 1 and not np.allclose(gated_maps, at_zero)
+    for bad in (["--gate-margin", "-1"], ["--gate-margin", "1", "--no-gate"]):
+        with pytest.raises(SystemExit):
+            main([*explain, "--out", str(dark), *bad])
 
     assert main(["info", "--explainer", str(out / "explainer")]) == 0
     text = capsys.readouterr().out

@@ -135,7 +135,7 @@ def test_shipped_explainers_by_name():
     assert cfg["backbone"]["name"] == "efficientnet_lite1" and cfg["auxiliary"]["name"] == "efficientnet_lite0"
     cfg = read_explainer_config("selective")  # the default's recipe, a rank-16 change only, shown at the zero
     assert cfg["backbone"]["name"] == "efficientnet_lite2" and cfg["training"]["low_rank"] == 16
-    assert (cfg["negative_slope"], cfg["negative_at"]) == (0.01, "zero")
+    assert (cfg["negative_slope"], cfg["negative_at"], cfg["gate_margin"]) == (0.01, "zero", 4.0)
 
 
 def test_shared_head_round_trip_rebuilds_readout_from_auxiliary(tmp_path, tiny_backbone, tiny_aux):
@@ -340,6 +340,58 @@ def test_pixels_below_the_heads_zero_are_dimmed_before_the_minmax(tiny_backbone,
     assert other.negative_at == "readout" and shown.negative_at == "zero"
     with pytest.raises(ValueError, match="negative_at"):
         shown.with_negative_slope(0.01, "floor")
+
+
+def test_class_gate_keeps_the_class_and_darkens_another_object():
+    from glancemap.explainer.explainer import class_gate
+
+    features = torch.zeros(1, 2, 4, 4)
+    features[0, 0, :, :2] = 1.0  # the left half is class 0 to the readout, the right half class 1
+    features[0, 1, :, 2:] = 1.0
+    features[0, 0, 0, 0] = 1.5  # class 0's most likely pixel
+    readout = 8.0 * torch.eye(2)
+    gate = class_gate(features, readout, torch.tensor([0]), 2.0, (4, 4), per_sample=True)
+    assert gate.shape == (1, 1, 4, 4)
+    assert torch.equal(gate[..., :2], torch.ones(1, 1, 4, 2))  # within e^2 of the best pixel: kept
+    assert gate[..., 2:].max() < 0.01  # the other class's object: darkened
+    both = class_gate(features, readout, None, 2.0, (4, 4))
+    assert both.shape == (1, 2, 4, 4) and torch.allclose(both[:, :1], gate)
+    assert both[0, 1, :, 2:].min() == 1.0 and both[0, 1, :, :2].max() < 0.01
+    assert torch.equal(class_gate(features, readout, None, 50.0, (4, 4)), torch.ones(1, 2, 4, 4))  # no darkening
+    steeper = class_gate(features, readout, torch.tensor([0]), 0.0, (4, 4), per_sample=True)
+    assert (steeper <= gate).all() and steeper[0, 0, 1, 1] < 1  # a smaller margin keeps less
+
+
+def test_gated_maps_are_the_shown_maps_times_the_gate(tmp_path, tiny_backbone, tiny_aux):
+    from glancemap.explainer.explainer import class_gate
+    from glancemap.maps import minmax_normalize
+
+    shown = PTameExplainer(tiny_backbone, tiny_aux, head="shared", negative_slope=0.01, negative_at="zero")
+    shown.head.readout.mul_(50.0)  # the random readout's per-pixel softmax is near uniform: give it some contrast
+    gated = shown.with_gate(1.0)
+    assert shown.gate_margin is None and gated.gate_margin == 1.0
+    x, t = torch.rand(2, 3, *shown.input_size), torch.tensor([3, 7])
+    with torch.no_grad():
+        f = shown.features(x)
+        expected = minmax_normalize(shown.map_logits(f, t, per_sample=True))
+        expected = expected * class_gate(f[-1], shown.head.readout, t, 1.0, expected.shape[-2:], per_sample=True)
+        assert torch.allclose(gated.map_logits(f, t, per_sample=True), expected, atol=1e-6)
+    ours = gated(x, t)
+    assert ours.shape == (2, 1, *shown.input_size) and 0 <= ours.min() and ours.max() <= 1
+    assert (ours - shown(x, t)).abs().max() > 1e-3
+    gated.save(tmp_path / "g")
+    assert json.loads((tmp_path / "g" / "config.json").read_text())["gate_margin"] == 1.0
+    back = load_explainer(tmp_path / "g", backbone=tiny_backbone, auxiliary=tiny_aux)
+    assert back.gate_margin == 1.0  # (its readout is rebuilt from the auxiliary, without the contrast above)
+    for bad in (-1.0, float("inf"), "4"):
+        with pytest.raises(ValueError, match="gate_margin"):
+            shown.with_gate(bad)
+    cfg = json.loads((tmp_path / "g" / "config.json").read_text())
+    (tmp_path / "g" / "config.json").write_text(json.dumps(cfg | {"gate_margin": -2}))
+    with pytest.raises(ValueError, match="gate_margin"):
+        load_explainer(tmp_path / "g", backbone=tiny_backbone, auxiliary=tiny_aux)
+    with pytest.raises(ValueError, match="shared head"):
+        PTameExplainer(tiny_backbone, tiny_aux, head="per-class", gate_margin=4.0)
 
 
 def test_negative_slope_needs_a_readout(tiny_backbone, tiny_aux):

@@ -64,6 +64,28 @@ def test_onnx_maps_at_the_heads_zero_match_pytorch(saved, tmp_path):
         onnx.with_negative_slope(0.05, "readout")
 
 
+@pytest.mark.parametrize("variant", ["maps", "all"])
+def test_onnx_maps_with_the_class_gate_match_pytorch(saved, tmp_path, variant):
+    from glancemap.explainer.onnx import export_onnx
+
+    root, _ = saved
+    explainer = load_explainer(root / "expl")  # its own copy: the readout is changed below
+    explainer.head.readout.mul_(50.0)  # the random readout's per-pixel softmax is near uniform: give it contrast
+    gated = explainer.with_negative_slope(0.05, "zero").with_gate(1.0)
+    onnx = load_explainer(export_onnx(gated, tmp_path / "g.onnx", variant))
+    x, t = torch.rand(2, 3, *explainer.input_size), torch.tensor([5, 17])
+    if variant == "maps":
+        ours, plain = onnx(x, t), gated.with_gate(None)(x, t)
+        assert (ours - gated(x, t)).abs().max() < TOLERANCE
+    else:
+        ours, plain = onnx.all_maps(x), gated.with_gate(None).all_maps(x, resolution="head")
+        assert (ours - gated.all_maps(x, resolution="head")).abs().max() < TOLERANCE
+    assert (ours - plain).abs().max() > 1e-3  # the gate is in the file
+    assert onnx.with_gate(1.0) is onnx
+    with pytest.raises(ValueError, match="export it again"):
+        onnx.with_gate(None)
+
+
 def test_onnx_all_maps_match_pytorch(saved):
     root, explainer = saved
     onnx = load_explainer(root / "all.onnx")

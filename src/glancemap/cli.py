@@ -200,12 +200,30 @@ def _add_display_options(p: argparse.ArgumentParser) -> None:
         "head's logits less its offset are below zero, through a leaky ReLU before the min-max (default: the "
         "explainer's own)",
     )
+    gate = p.add_mutually_exclusive_group()
+    gate.add_argument(
+        "--gate-margin",
+        type=_checked(float, Range(minimum=0)),
+        default=None,
+        help="darken the pixels the head's frozen readout gives to other classes: each map times min(1, "
+        "e^M p(class|pixel) / max p), e.g. 4 (shared heads; default: the explainer's own)",
+    )
+    gate.add_argument("--no-gate", action="store_true", help="show the maps without the class gate")
 
 
 def _display_settings(args: argparse.Namespace) -> dict:
     """The display options given on the command line, as explainer config fields."""
-    given = {"negative_slope": args.negative_slope, "negative_at": args.negative_at}
-    return {k: v for k, v in given.items() if v is not None}
+    given = {"negative_slope": args.negative_slope, "negative_at": args.negative_at, "gate_margin": args.gate_margin}
+    settings = {k: v for k, v in given.items() if v is not None}
+    return settings | ({"gate_margin": None} if args.no_gate else {})
+
+
+def _with_display(explainer, args: argparse.Namespace):
+    """``explainer`` shown as the command line's display options say (unchanged where none is given)."""
+    settings = _display_settings(args)
+    if "negative_slope" in settings or "negative_at" in settings:
+        explainer = explainer.with_negative_slope(args.negative_slope, args.negative_at)
+    return explainer.with_gate(settings["gate_margin"]) if "gate_margin" in settings else explainer
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -216,8 +234,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     explainer = load_explainer(args.explainer, device=_device(args.device))
     if args.aux_sides:
         explainer = explainer.with_aux_sizes(args.aux_sides)
-    if _display_settings(args):
-        explainer = explainer.with_negative_slope(args.negative_slope, args.negative_at)
+    explainer = _with_display(explainer, args)
     counts = explain_files(list_images(args.inputs), explainer, Path(args.out), args.top_k, args.batch_size)
     print(f"explained {counts['explained']} image(s) into {args.out}; skipped {counts['skipped']} unreadable file(s)")
     return 0 if counts["explained"] else 1
@@ -261,6 +278,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if cfg.get("negative_slope", 1.0) != 1.0:
         at = {"readout": "where its readout scores them against the class", "zero": "below the head's zero"}
         print(f"  display    pixels {at[cfg.get('negative_at', 'readout')]} dimmed to {cfg['negative_slope']}")
+    if cfg.get("gate_margin") is not None:
+        print(f"  gate       pixels its readout gives to other classes darkened (margin {cfg['gate_margin']})")
     print(f"  made with  glancemap {cfg['glancemap_version']}")
     if cfg.get("training"):
         print("  training   " + json.dumps({k: v for k, v in cfg["training"].items() if k != "final_terms"}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from ..checks import Range
 from ..maps import minmax_normalize, resize_maps
 from ..methods.base import Explainer, Targets, check_images
 from ..models import Classifier, FeatureExtractor, default_layers
@@ -63,6 +65,51 @@ def check_negative_at(at: str) -> str:
     return at
 
 
+def check_gate_margin(margin: float | None) -> float | None:
+    """``margin`` as a float, if it is a valid ``gate_margin`` (None, or a finite number >= 0)."""
+    if margin is None:
+        return None
+    if not Range(minimum=0).allows(margin):
+        raise ValueError(f"gate_margin must be None or a finite number >= 0, got {margin!r}")
+    return float(margin)
+
+
+def class_gate(
+    last_features: torch.Tensor,
+    readout: torch.Tensor,
+    classes: torch.Tensor | None,
+    margin: float,
+    size: tuple[int, int] | torch.Size,
+    per_sample: bool = False,
+) -> torch.Tensor:
+    """How much of each pixel a class's map keeps, in [0,1], from the readout's own view of the pixel.
+
+    p(c | pixel) is the softmax over all K classes of the readout applied to the last auxiliary
+    features at that pixel (every class's CAM logit there). The gate is
+    ``min(1, e^margin * p / max_pixels p)``: 1 wherever c is within a factor e^margin of its most
+    likely pixel, falling in proportion below that, so the map keeps its object and darkens
+    another object that the readout gives to another class.
+
+    Args:
+        last_features: ``(B,D,h,w)``.
+        readout: ``(K,D)``.
+        classes: as :meth:`FusionHead.forward` takes them (None: all K).
+        margin: >= 0.
+        size: the gate's output resolution (bilinear).
+        per_sample: one class per image.
+    Returns:
+        ``(B,n,*size)``.
+    """
+    p = torch.einsum("bdhw,kd->bkhw", last_features, readout).softmax(1)
+    if classes is not None:
+        if per_sample:
+            p = p.gather(1, classes.view(-1, 1, 1, 1).expand(-1, 1, *p.shape[-2:]))
+        else:
+            p = p[:, classes]
+    p = resize_maps(p, size)
+    return (p / p.amax((2, 3), keepdim=True).clamp_min(1e-30) * math.exp(margin)).clamp(max=1.0)
+
+
 def check_slope(slope: float) -> float:
     """``slope`` as a float, if it is a valid ``negative_slope`` (a number in (0, 1])."""
     if isinstance(slope, bool) or not isinstance(slope, int | float) or not 0.0 < slope <= 1.0:
@@ -109,6 +156,10 @@ class PTameExplainer(nn.Module, Explainer):
             the class lies just above 0 and the lowest of the rest starts there; order-preserving
             per pass. It suits heads that keep their start's zero (``train --low-rank``;
             docs/results.md).
+        gate_margin: None (the default) for no gate; else each auxiliary pass's map (shown as
+            above) is multiplied by :func:`class_gate` with this margin (shared-readout heads
+            only): pixels the frozen readout gives to other classes, such as another object in
+            the photo, are darkened. It re-ranks pixels (docs/results.md measures it).
     """
 
     def __init__(
@@ -123,6 +174,7 @@ class PTameExplainer(nn.Module, Explainer):
         readout: torch.Tensor | None = None,
         negative_slope: float = 1.0,
         negative_at: str = "readout",
+        gate_margin: float | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone.freeze()
@@ -159,6 +211,7 @@ class PTameExplainer(nn.Module, Explainer):
         self.head.to(auxiliary.device)
         self.negative_slope = self._checked_slope(negative_slope)
         self.negative_at = check_negative_at(negative_at)
+        self.gate_margin = self._checked_gate(gate_margin)
         self.training_info: dict[str, Any] = {}
         self.source_dir: Path | None = None  # set by load_explainer
         self.start_readout: Any = None  # set by training's build_explainer: the readout the head started from
@@ -208,8 +261,18 @@ class PTameExplainer(nn.Module, Explainer):
     def map_logits(
         self, features: list[torch.Tensor], classes: torch.Tensor | None = None, per_sample: bool = False
     ) -> torch.Tensor:
-        """The head's maps as the explanations show them (see ``negative_slope``), before the
-        multi-scale mean: ``(B,n,h,w)`` for ``classes`` as :meth:`FusionHead.forward` takes them."""
+        """The head's maps as the explanations show them (see ``negative_slope`` and
+        ``gate_margin``), before the multi-scale mean: ``(B,n,h,w)`` for ``classes`` as
+        :meth:`FusionHead.forward` takes them."""
+        shown = self._shown_logits(features, classes, per_sample)
+        if self.gate_margin is None:
+            return shown
+        gate = class_gate(features[-1], self.head.readout, classes, self.gate_margin, shown.shape[-2:], per_sample)
+        return minmax_normalize(shown) * gate
+
+    def _shown_logits(
+        self, features: list[torch.Tensor], classes: torch.Tensor | None, per_sample: bool
+    ) -> torch.Tensor:
         logits = self.head(features, classes, per_sample=per_sample)
         if self.negative_slope == 1.0:
             return logits
@@ -254,12 +317,20 @@ class PTameExplainer(nn.Module, Explainer):
 
     def _checked_slope(self, slope: float) -> float:
         slope = check_slope(slope)
-        if slope != 1.0 and not isinstance(self.head, SharedReadoutHead):
+        self._check_readout("negative_slope below 1", slope != 1.0)
+        return slope
+
+    def _checked_gate(self, margin: float | None) -> float | None:
+        margin = check_gate_margin(margin)
+        self._check_readout("gate_margin", margin is not None)
+        return margin
+
+    def _check_readout(self, setting: str, used: bool) -> None:
+        if used and not isinstance(self.head, SharedReadoutHead):
             raise ValueError(
-                f"negative_slope below 1 reads the class's readout, which a {self.head.kind} head does not have; "
+                f"{setting} reads the class's readout, which a {self.head.kind} head does not have; "
                 "use a shared head (head='shared')"
             )
-        return slope
 
     def with_negative_slope(self, slope: float | None = None, at: str | None = None) -> PTameExplainer:
         """This explainer (the same networks and head, not copies) showing its maps with another
@@ -268,6 +339,13 @@ class PTameExplainer(nn.Module, Explainer):
         other = copy.copy(self)
         other.negative_slope = self._checked_slope(self.negative_slope if slope is None else slope)
         other.negative_at = self.negative_at if at is None else check_negative_at(at)
+        return other
+
+    def with_gate(self, margin: float | None) -> PTameExplainer:
+        """This explainer (the same networks and head, not copies) with another ``gate_margin``
+        (None: no gate)."""
+        other = copy.copy(self)
+        other.gate_margin = self._checked_gate(margin)
         return other
 
     def multiscale_maps(
@@ -340,6 +418,7 @@ class PTameExplainer(nn.Module, Explainer):
             "class_names": self.class_names,
             "negative_slope": self.negative_slope,
             "negative_at": self.negative_at,
+            "gate_margin": self.gate_margin,
             "training": self.training_info,
         }
 

@@ -156,6 +156,11 @@ class OnnxExplainer(Explainer):
             )
         return self
 
+    def with_gate(self, margin: float | None) -> OnnxExplainer:
+        if margin != self.config.get("gate_margin"):
+            raise ValueError(f"{self.path} was exported with its gate_margin fixed; export it again to change it")
+        return self
+
     def _run(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         arrays = {k: v.detach().cpu().contiguous().numpy() for k, v in feeds.items()}
         return torch.from_numpy(self.session.run(["maps"], arrays)[0])

@@ -23,6 +23,7 @@ from .explainer import (
     NEGATIVE_AT,
     WEIGHTS_NAME,
     PTameExplainer,
+    check_gate_margin,
     check_slope,
     write_explainer_folder,
 )
@@ -83,10 +84,10 @@ def _is_ints(value: Any, n: int | None = None) -> bool:
     return isinstance(value, list) and (n is None or len(value) == n) and all(isinstance(v, int) for v in value)
 
 
-def _is_slope(value: Any) -> bool:
-    """Whether ``value`` is a valid ``negative_slope`` (the explainer's own check)."""
+def _passes(check, value: Any) -> bool:
+    """Whether the explainer's own ``check`` accepts ``value``."""
     try:
-        check_slope(value)
+        check(value)
     except ValueError:
         return False
     return True
@@ -109,7 +110,8 @@ def _config_problem(cfg: dict) -> str | None:
         "extra_aux_sizes": all(_is_ints(s, 2) for s in cfg.get("extra_aux_sizes", [])),
         "class_names": isinstance(cfg.get("class_names", []), list),
         "training": isinstance(cfg.get("training", {}), dict),
-        "negative_slope": _is_slope(cfg.get("negative_slope", 1.0)),
+        "negative_slope": _passes(check_slope, cfg.get("negative_slope", 1.0)),
+        "gate_margin": _passes(check_gate_margin, cfg.get("gate_margin")),
         "negative_at": cfg.get("negative_at", "readout") in NEGATIVE_AT,
     }
     bad = [k for k, ok in checks.items() if not ok]
@@ -167,6 +169,7 @@ def load_explainer(
         else None,
         negative_slope=cfg.get("negative_slope", 1.0),  # explainers saved before the setting: plain min-max
         negative_at=cfg.get("negative_at", "readout"),  # saved before the choice: the readout's sign
+        gate_margin=cfg.get("gate_margin"),  # saved before the gate: none
     )
     if explainer.head.channels != list(cfg["feature_channels"]):
         raise ExplainerMismatchError(
@@ -202,12 +205,12 @@ def ship_explainer(
     """Writes a trained explainer in the form glancemap ships: the same config, the head's floating-point
     tensors stored as ``dtype`` (half the bytes; integer buffers unchanged). Loading casts them back to
     float32, so the maps differ from the source's only by that rounding. ``display`` sets how the shipped
-    explainer shows its maps (``{"negative_slope": 0.01, "negative_at": "zero"}``)."""
+    explainer shows its maps (``{"negative_slope": 0.01, "negative_at": "zero", "gate_margin": 4.0}``)."""
     src, dst = explainer_dir(source), Path(destination)
     cfg = read_explainer_config(src)  # refuse anything that is not an explainer folder
-    unknown = sorted(set(display or {}) - {"negative_slope", "negative_at"})
+    unknown = sorted(set(display or {}) - {"negative_slope", "negative_at", "gate_margin"})
     if unknown:
-        raise ValueError(f"ship sets only negative_slope and negative_at, not {', '.join(unknown)}")
+        raise ValueError(f"ship sets only negative_slope, negative_at and gate_margin, not {', '.join(unknown)}")
     cfg |= display or {}
     problem = _config_problem(cfg)
     if problem:

@@ -34,6 +34,8 @@ def explainer_identity(explainer: Any, extra_aux_sizes=None) -> dict:
             ident["aux_input_size"] = first
     if getattr(explainer, "negative_slope", 1.0) != 1.0:
         ident |= {"negative_slope": explainer.negative_slope, "negative_at": explainer.negative_at}
+    if getattr(explainer, "gate_margin", None) is not None:
+        ident["gate_margin"] = explainer.gate_margin
     return ident
 
 
