@@ -14,10 +14,10 @@ DEVICE=${DEVICE:-auto}
 .venv/bin/python experiments/sample_split.py "$SAMPLE" --out splits
 
 # The selective explainer shown as a plain min-max of its logits (its shipped display set back to the plain one),
-# and without its class gate only; the default explainer with the selective explainer's gate
+# and both shipped Lite2 explainers without their class gate only
 $GLANCEMAP ship selective --out runs/selective-plain --negative-slope 1.0 --no-gate
 $GLANCEMAP ship selective --out runs/selective-ungated --no-gate
-$GLANCEMAP ship default --out runs/default-gated --gate-margin 4
+$GLANCEMAP ship default --out runs/default-ungated --no-gate
 
 # Lite2: every method; costly ones on the first images only (stated in the table's n column)
 $GLANCEMAP evaluate --data splits/dev.txt --explainer default --out runs/eval-efficientnet_lite2 --deletion-steps 6 \
@@ -25,7 +25,7 @@ $GLANCEMAP evaluate --data splits/dev.txt --explainer default --out runs/eval-ef
   --limit-for opticam=100 --limit-for layercam=50 --limit-for eigencam=50 --limit-for random=50 \
   --limit-for scorecam=196 --limit-for ablationcam=100 --limit-for rise=16 --device "$DEVICE" \
   --also selective=selective --also selective-plain=runs/selective-plain \
-  --also selective-ungated=runs/selective-ungated --also default-gated=runs/default-gated
+  --also selective-ungated=runs/selective-ungated --also default-ungated=runs/default-ungated
 
 # Lite1 with the same Lite0 auxiliary (its own trained head, shipped as efficientnet_lite1)
 $GLANCEMAP evaluate --data splits/dev.txt --explainer efficientnet_lite1 --out runs/eval-efficientnet_lite1 \
@@ -40,7 +40,7 @@ $GLANCEMAP evaluate --data splits/dev.txt --grid 2 --out runs/eval-efficientnet_
   --methods ptame,ptame-single,gradcam,gradcam++,layercam,auxcam,scorecam,rise,gaussian \
   --limit-for scorecam=8 --limit-for rise=2 --device "$DEVICE" \
   --also selective=selective --also selective-plain=runs/selective-plain \
-  --also selective-ungated=runs/selective-ungated --also default-gated=runs/default-gated
+  --also selective-ungated=runs/selective-ungated --also default-ungated=runs/default-ungated
 
 # The shipped head's untrained start, and displays of both (results.md, "What training buys over its start"
 # onward): the start, the displays scored on dev and train grids, and the gated maps paired on the dev grids

@@ -44,13 +44,11 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
         main([*explain, "--out", str(dark), "--negative-slope", "0"])
     with pytest.raises(SystemExit):
         main([*explain, "--out", str(dark), "--negative-at", "floor"])
-    gated = tmp_path / "gated"
-    assert (
-        main([*explain, "--out", str(gated), "--negative-slope", "0.05", "--negative-at", "zero", "--gate-margin", "1"])
-        == 0
-    )
-    gated_maps = np.load(gated / "img000.npy")
-    assert gated_maps.shape == maps.shape and gated_maps.max() <= 1 and not np.allclose(gated_maps, at_zero)
+    gated, plain = tmp_path / "gated", tmp_path / "plain"
+    assert main([*explain, "--out", str(gated), "--gate-margin", "0"]) == 0
+    assert main([*explain, "--out", str(plain), "--no-gate"]) == 0
+    gated_maps, plain_maps = np.load(gated / "img000.npy"), np.load(plain / "img000.npy")
+    assert gated_maps.shape == maps.shape and gated_maps.max() <= 1 and not np.allclose(gated_maps, plain_maps)
     for bad in (["--gate-margin", "-1"], ["--gate-margin", "1", "--no-gate"]):
         with pytest.raises(SystemExit):
             main([*explain, "--out", str(dark), *bad])
@@ -59,7 +57,8 @@ def test_train_explain_info_end_to_end(tmp_path, image_folder, capsys):
     text = capsys.readouterr().out
     assert "test_efficientnet" in text and "test_resnet" in text
     assert "head       shared" in text  # --head auto: the tiny auxiliary classifies the backbone's 1000 classes
-    assert "display" not in text  # plain min-max maps
+    assert "display" not in text  # plain min-max maps, through the class gate new shared heads get
+    assert "gate       pixels its readout gives to other classes darkened (margin 4.0)" in text
     assert main(["info", "--explainer", "selective"]) == 0
     assert "pixels below the head's zero dimmed to 0.01" in capsys.readouterr().out
 

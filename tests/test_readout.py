@@ -90,3 +90,8 @@ def test_the_default_command_on_the_imagenet_backbone_is_the_shipped_recipe():
     assert (cfg.lr, cfg.resolved_weight_decay(), cfg.init) == (recipe["lr"], recipe["weight_decay"], recipe["init"])
     assert cfg.head == "auto" and recipe["head"] == "shared"  # auto picks shared when the auxiliary has the classes
     assert auto_steps(info["images"], cfg.batch_size) == info["steps"] and cfg.batch_size == info["batch_size"]
+    # and it shows the maps as the shipped explainer does: train gives a shared head on the auxiliary's own
+    # classifier this gate (tests/test_training.py), the rest of the display is the plain one
+    from glancemap.explainer.explainer import DEFAULT_GATE_MARGIN
+
+    assert shipped["gate_margin"] == DEFAULT_GATE_MARGIN and shipped.get("negative_slope", 1.0) == 1.0

@@ -305,12 +305,16 @@ def test_other_label_sets_get_a_distilled_readout_and_the_paper_recipe_no_readou
     cpu = torch.device("cpu")
     files = list_images([str(image_folder)])[:8]
     cfg = _config(tmp_path, image_folder)  # head="auto", init="aux-cam"
-    assert build_explainer(cfg, cpu, files).head.kind == "shared"
-    assert "its own classifier" in capsys.readouterr().err
+    own = build_explainer(cfg, cpu, files)
+    assert own.head.kind == "shared" and own.gate_margin == 4.0  # the class gate, where it was measured
+    err = capsys.readouterr().err
+    assert "its own classifier" in err and "shown with the class gate (margin 4)" in err
     ten = load_classifier(TINY_BACKBONE, "random", num_classes=10)
     distilled = build_explainer(cfg, cpu, files, backbone=ten)
     assert distilled.head.kind == "shared" and distilled.config()["readout"] == "distilled"
-    assert "readout distilled from the backbone on 8 images" in capsys.readouterr().err
+    assert distilled.gate_margin is None  # not measured on distilled readouts: plain maps
+    err = capsys.readouterr().err
+    assert "readout distilled from the backbone on 8 images" in err and "without the class gate" in err
     assert distilled.training_info["readout"]["images"] == 8
     # the start is the distilled readout's CAM: the head's class weights read the last stage with it
     weight, _ = distilled.head.class_weights(None)
@@ -320,6 +324,7 @@ def test_other_label_sets_get_a_distilled_readout_and_the_paper_recipe_no_readou
         build_explainer(cfg, cpu, backbone=ten)
     paper = build_explainer(replace(cfg, init="paper"), cpu, files, backbone=ten)
     assert paper.head.kind == "per-class" and "the paper's recipe" in capsys.readouterr().err
+    assert paper.gate_margin is None
 
 
 def test_scale_augmentation_draws_sides_per_step_reproducibly(tmp_path, image_folder, monkeypatch):

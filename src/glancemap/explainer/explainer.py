@@ -27,6 +27,9 @@ WEIGHTS_NAME = "head.safetensors"
 FORMAT = "glancemap-explainer/1"
 # explainer folders written before the project was renamed from ptame: read the same way
 LEGACY_FORMATS = ("ptame-explainer/1",)
+# the class gate's margin for new explainers whose readout is the auxiliary's own classifier: chosen on train-split
+# grids and images, then measured on the dev split (docs/results.md, "Selective maps: the class gate")
+DEFAULT_GATE_MARGIN = 4.0
 DEFAULT_EXPLAINER_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
 
 
@@ -100,14 +103,15 @@ def class_gate(
     Returns:
         ``(B,n,*size)``.
     """
-    p = torch.einsum("bdhw,kd->bkhw", last_features, readout).softmax(1)
+    log_p = torch.einsum("bdhw,kd->bkhw", last_features, readout).log_softmax(1)
     if classes is not None:
         if per_sample:
-            p = p.gather(1, classes.view(-1, 1, 1, 1).expand(-1, 1, *p.shape[-2:]))
+            log_p = log_p.gather(1, classes.view(-1, 1, 1, 1).expand(-1, 1, *log_p.shape[-2:]))
         else:
-            p = p[:, classes]
-    p = resize_maps(p, size)
-    return (p / p.amax((2, 3), keepdim=True).clamp_min(1e-30) * math.exp(margin)).clamp(max=1.0)
+            log_p = log_p[:, classes]
+    # p / max p in log space first: an absent class's p underflows float32, its ratio does not
+    q = resize_maps((log_p - log_p.amax((2, 3), keepdim=True)).exp(), size)
+    return (q / q.amax((2, 3), keepdim=True).clamp_min(1e-30) * math.exp(margin)).clamp(max=1.0)
 
 
 def check_slope(slope: float) -> float:

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from ..explainer import PTameExplainer
+from ..explainer.explainer import DEFAULT_GATE_MARGIN
+from ..explainer.head import SharedReadoutHead
 from ..images import load_image
 from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
 from .config import TrainConfig
@@ -111,8 +113,16 @@ def build_explainer(
             )
         explainer.head.load_state_dict(start_from.head.state_dict())
         start = f"the head of {config.init_from}"
+    if own is not None and isinstance(explainer.head, SharedReadoutHead):
+        # measured on the auxiliary's own classifier only (docs/results.md); a distilled readout keeps plain maps
+        explainer.gate_margin = DEFAULT_GATE_MARGIN
     if report:
-        print(f"glancemap: start: {start}; head: {explainer.head.kind}; readout: {why}", file=sys.stderr)
+        gate = (
+            f"shown with the class gate (margin {explainer.gate_margin:g})"
+            if explainer.gate_margin is not None
+            else "shown without the class gate"
+        )
+        print(f"glancemap: start: {start}; head: {explainer.head.kind}; readout: {why}; maps {gate}", file=sys.stderr)
     return explainer.to(device)
 
 
