@@ -5,7 +5,7 @@ The grids are the first ones ``glancemap evaluate --grid 2`` builds from the giv
 and threshold), so the picture shows cells that the localization table scores.
 
     python experiments/grid_figure.py splits/dev.txt --grids 4 --out docs/grid_maps.jpg \
-        --also "P-TAME selective=selective"
+        --also "P-TAME, no gate=runs/default-ungated" --also "P-TAME selective=selective"
 """
 
 from __future__ import annotations
