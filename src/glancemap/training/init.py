@@ -114,7 +114,7 @@ def build_explainer(
         explainer.head.load_state_dict(start_from.head.state_dict())
         start = f"the head of {config.init_from}"
     if own is not None and isinstance(explainer.head, SharedReadoutHead):
-        # measured on the auxiliary's own classifier only (docs/results.md); a distilled readout keeps plain maps
+        # it localizes with the auxiliary's own classifier; a distilled 9-class readout moved little (docs/results.md)
         explainer.gate_margin = DEFAULT_GATE_MARGIN
     if report:
         gate = (
