@@ -15,12 +15,12 @@ only the value-reading ones (mass share, Average Drop) can. Displays:
   features, scores the pixel against the class (the untrained start's sign, kept as a gate on
   a trained head); it can re-rank;
 - ``c<T>`` or ``c<T>m<M>``: the explainer's own display (its ``negative_slope`` as saved) times
-  a contrast gate, per auxiliary pass: q = p(class | pixel) from a softmax over all K head
-  logits at temperature T, divided by its maximum over the image, and the gate min(1, q e^M)
-  (M = 0 unless given); it darkens pixels the head gives to another class (another object on
-  a grid) and can re-rank;
-- ``d<T>m<M>``: the same gate with p from the frozen readout's per-pixel logits on the last
-  auxiliary features (the start's CAM of every class) instead of the trained head's.
+  a contrast gate, per auxiliary pass: ``gate_from_logits`` (margin M, 0 unless given) on all K
+  head logits divided by the temperature T; it darkens pixels the head gives to another class
+  (another object on a grid) and can re-rank;
+- ``d<M>``: the explainer's own class gate (``with_gate(M)``; ``d``: at its saved margin): the same gate read from the
+  frozen readout's per-pixel logits on the last auxiliary features (the start's CAM of every
+  class) instead of the trained head's.
 
 An explainer written ``NAME@320+448`` runs its auxiliary at those sides (``with_aux_sizes``).
 
@@ -36,35 +36,29 @@ first display.
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 import torch.nn.functional as F
 from variant_scoring import faithfulness, grid_cells, grid_scores, load_images, paired_line, top1
 
 from glancemap import load_explainer
+from glancemap.explainer.explainer import gate_from_logits
 from glancemap.images import list_images
 from glancemap.maps import minmax_normalize
 
 
 @torch.no_grad()
 def maps_of(explainer, images: torch.Tensor, targets: torch.Tensor, display: str, batch: int) -> torch.Tensor:
-    """The explainer's maps ``(N,1,H,W)`` in [0,1] shown as ``display`` says, batch by batch."""
-    if display[0] in "cd":
-        temperature, _, margin = display[1:].partition("m")
-        return torch.cat(
-            [
-                contrast_gated(
-                    explainer,
-                    images[i : i + batch],
-                    targets[i : i + batch],
-                    float(temperature),
-                    float(margin or 0),
-                    readout=display[0] == "d",
-                )
-                for i in range(0, len(images), batch)
-            ]
-        )
+    """The explainer's maps ``(N,1,H,W)`` in [0,1] shown as ``display`` says, batch by batch; every
+    display but ``d`` starts from the maps without the class gate."""
+    explainer, margin = explainer.with_gate(None), explainer.gate_margin
+    if display[0] == "c":
+        temperature, _, gate_margin = display[1:].partition("m")
+        heads = head_contrast_gated(explainer, float(temperature), float(gate_margin or 0))
+        return torch.cat([heads(images[i : i + batch], targets[i : i + batch]) for i in range(0, len(images), batch)])
+    if display[0] == "d":
+        gated = explainer.with_gate(float(display[1:]) if display[1:] else margin)
+        return torch.cat([gated(images[i : i + batch], targets[i : i + batch]) for i in range(0, len(images), batch)])
     kind, value = display[0], float(display[1:])
     shown = explainer.with_negative_slope(value if kind == "g" else 1.0)
     zero = explainer.head.offset.item() if kind == "r" else 0.0
@@ -81,20 +75,19 @@ def maps_of(explainer, images: torch.Tensor, targets: torch.Tensor, display: str
     return torch.cat(out)
 
 
-def contrast_gated(
-    explainer, x: torch.Tensor, t: torch.Tensor, temperature: float, margin: float, readout: bool = False
-) -> torch.Tensor:
-    """The explainer's displayed maps of ``t`` times min(1, e^margin p(t | pixel) / max p) (softmax
-    over all K head logits at ``temperature``), per auxiliary pass: ``(B,1,H,W)`` in [0,1]."""
+def head_contrast_gated(explainer, temperature: float, margin: float):
+    """``f(x, t)``: the explainer's displayed maps of ``t`` times the class gate read from all K head
+    logits at ``temperature`` (not from the readout), per auxiliary pass: ``(B,1,H,W)`` in [0,1]."""
 
-    def heads(f):
-        shown = minmax_normalize(explainer.map_logits(f, t, per_sample=True))
-        logits = torch.einsum("bchw,kc->bkhw", f[-1], explainer.head.readout) if readout else explainer.head(f)
-        p = (logits / temperature).softmax(1).gather(1, t.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[-2:]))
-        p = F.interpolate(p, size=shown.shape[-2:], mode="bilinear", align_corners=False)
-        return shown * (p / p.amax((2, 3), keepdim=True) * math.exp(margin)).clamp(max=1.0)
+    def maps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def heads(f):
+            shown = minmax_normalize(explainer.map_logits(f, t, per_sample=True))
+            gate = gate_from_logits(explainer.head(f) / temperature, t, margin, shown.shape[-2:], per_sample=True)
+            return shown * gate
 
-    return explainer.multiscale_maps(x, x.shape[-2:], heads)
+        return explainer.multiscale_maps(x, x.shape[-2:], heads)
+
+    return maps
 
 
 def load_at_sides(spec: str, **kwargs):

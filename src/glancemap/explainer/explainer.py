@@ -88,14 +88,32 @@ def class_gate(
     """How much of each pixel a class's map keeps, in [0,1], from the readout's own view of the pixel.
 
     p(c | pixel) is the softmax over all K classes of the readout applied to the last auxiliary
-    features at that pixel (every class's CAM logit there). The gate is
-    ``min(1, e^margin * p / max_pixels p)``: 1 wherever c is within a factor e^margin of its most
-    likely pixel, falling in proportion below that, so the map keeps its object and darkens
-    another object that the readout gives to another class.
+    features at that pixel (every class's CAM logit there); see :func:`gate_from_logits`.
 
     Args:
         last_features: ``(B,D,h,w)``.
         readout: ``(K,D)``.
+        classes, margin, size, per_sample: as :func:`gate_from_logits` takes them.
+    Returns:
+        ``(B,n,*size)``.
+    """
+    logits = torch.einsum("bdhw,kd->bkhw", last_features, readout)
+    return gate_from_logits(logits, classes, margin, size, per_sample)
+
+
+def gate_from_logits(
+    logits: torch.Tensor,
+    classes: torch.Tensor | None,
+    margin: float,
+    size: tuple[int, int] | torch.Size,
+    per_sample: bool = False,
+) -> torch.Tensor:
+    """``min(1, e^margin * p / max_pixels p)``, p the softmax over all K classes of per-pixel
+    ``logits`` ``(B,K,h,w)``: 1 wherever a class is within a factor e^margin of its most likely
+    pixel, falling in proportion below that, so a map keeps its object and darkens another object
+    given to another class.
+
+    Args:
         classes: as :meth:`FusionHead.forward` takes them (None: all K).
         margin: >= 0.
         size: the gate's output resolution (bilinear).
@@ -103,7 +121,7 @@ def class_gate(
     Returns:
         ``(B,n,*size)``.
     """
-    log_p = torch.einsum("bdhw,kd->bkhw", last_features, readout).log_softmax(1)
+    log_p = logits.log_softmax(1)
     if classes is not None:
         if per_sample:
             log_p = log_p.gather(1, classes.view(-1, 1, 1, 1).expand(-1, 1, *log_p.shape[-2:]))

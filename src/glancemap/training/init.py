@@ -10,7 +10,6 @@ import torch
 
 from ..explainer import PTameExplainer
 from ..explainer.explainer import DEFAULT_GATE_MARGIN
-from ..explainer.head import SharedReadoutHead
 from ..images import load_image
 from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
 from .config import TrainConfig
@@ -85,6 +84,9 @@ def build_explainer(
         head=config.head,  # type: ignore[arg-type]
         extra_aux_sizes=config.aux_sides(max(features.input_size))[1],
         readout=readout,
+        # the class gate localizes with the auxiliary's own classifier ("auto" picks the shared head there); a
+        # distilled 9-class readout moved little (docs/results.md)
+        gate_margin=DEFAULT_GATE_MARGIN if own is not None and config.head in ("shared", "auto") else None,
     )
     if readout is not None:
         explainer.training_info["readout"] = fit.info()
@@ -113,9 +115,6 @@ def build_explainer(
             )
         explainer.head.load_state_dict(start_from.head.state_dict())
         start = f"the head of {config.init_from}"
-    if own is not None and isinstance(explainer.head, SharedReadoutHead):
-        # it localizes with the auxiliary's own classifier; a distilled 9-class readout moved little (docs/results.md)
-        explainer.gate_margin = DEFAULT_GATE_MARGIN
     if report:
         gate = (
             f"shown with the class gate (margin {explainer.gate_margin:g})"
