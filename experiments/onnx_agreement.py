@@ -1,16 +1,19 @@
 """How far an exported explainer's maps are from PyTorch's, on real images (docs/results.md, "ONNX").
 
-    python experiments/onnx_agreement.py splits/dev.txt [--explainer default] [--batch-size 16]
+    python experiments/onnx_agreement.py splits/dev.txt [--explainer default] [--batch-size 16] [--float64]
 
 Exports the explainer (both variants) and its backbone, runs ONNX Runtime and
 PyTorch on the same images and prints the largest absolute difference of the
 maps and of every class's head-resolution maps, and how often the backbone as an
 ONNX black box (``onnx:`` loader) agrees with PyTorch on the top-1 class.
+``--float64`` also prints how far PyTorch's own float32 maps are from the same
+explainer run in float64: the rounding any float32 runtime carries.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 from pathlib import Path
 
@@ -27,8 +30,11 @@ def main() -> None:
     ap.add_argument("data", nargs="+")
     ap.add_argument("--explainer", default="default")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--float64", action="store_true", help="also compare PyTorch float32 with float64")
     args = ap.parse_args()
     explainer = load_explainer(args.explainer)
+    exact = copy.deepcopy(explainer).double() if args.float64 else None
+    worst64 = worst64_all = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         maps = load_explainer(export_onnx(explainer, Path(tmp) / "maps.onnx"), backbone=explainer.backbone)
         every = load_explainer(export_onnx(explainer, Path(tmp) / "all.onnx", "all"), backbone=explainer.backbone)
@@ -42,12 +48,18 @@ def main() -> None:
             t = explainer.backbone.predict(x)[0]
             worst_maps = max(worst_maps, (maps(x, t) - explainer(x, t)).abs().max().item())
             worst_all = max(worst_all, (every.all_maps(x) - explainer.all_maps(x, "head")).abs().max().item())
+            if exact is not None:
+                worst64 = max(worst64, (explainer(x, t).double() - exact(x.double(), t)).abs().max().item())
+                ours, ref = explainer.all_maps(x, "head").double(), exact.all_maps(x.double(), "head")
+                worst64_all = max(worst64_all, (ours - ref).abs().max().item())
             p, q = explainer.backbone(x).softmax(1), black_box(x).softmax(1)
             agree += (p.argmax(1) == q.argmax(1)).sum().item()
             worst_probs = max(worst_probs, (p - q).abs().max().item())
     print(f"{len(files)} images, explainer {args.explainer} (auxiliary sides {explainer.aux_sizes})")
     print(f"  maps of the backbone's top-1, (B,1,H,W): max abs difference {worst_maps:.2e}")
     print(f"  every class's map at head resolution, (B,K,h,w): max abs difference {worst_all:.2e}")
+    if exact is not None:
+        print(f"  PyTorch float32 against float64: top-1 maps {worst64:.2e}, every class's map {worst64_all:.2e}")
     print(f"  backbone as an ONNX black box: top-1 agrees on {agree}/{len(files)}, softmax max abs difference "
           f"{worst_probs:.2e}")  # fmt: skip
 

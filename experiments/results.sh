@@ -61,7 +61,7 @@ json.dump(c, open(sys.argv[2], 'w'), indent=1)" "$source/config.json" "runs/$nam
 done
 
 # ONNX: agreement with PyTorch, and cost beside the backbone in ONNX Runtime
-.venv/bin/python experiments/onnx_agreement.py splits/dev.txt
+.venv/bin/python experiments/onnx_agreement.py splits/dev.txt --float64
 .venv/bin/python scripts/benchmark.py --onnx --one-pass-sides 192 160
 # cheaper one-pass maps against the shipped two passes, paired (the benchmark above gives their cost)
 .venv/bin/python experiments/map_variants.py splits/dev.txt --variants m320,s224,s192,s160 \
