@@ -7,7 +7,10 @@ PyTorch on the same images and prints the largest absolute difference of the
 maps and of every class's head-resolution maps, and how often the backbone as an
 ONNX black box (``onnx:`` loader) agrees with PyTorch on the top-1 class.
 ``--float64`` also prints how far PyTorch's own float32 maps are from the same
-explainer run in float64: the rounding any float32 runtime carries.
+explainer run in float64: the rounding any float32 runtime carries; and where the
+class gate's share of it comes from: the readout's per-pixel log-probabilities
+(what the gate exponentiates) computed in float32, and in float64 from the float32
+features, each against the float64 run.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from glancemap.images import list_images, load_image
 from glancemap.models import export_classifier_onnx, load_classifier
 
 
+def readout_log_p(last_features: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """Every class's per-pixel log-probability under the readout: what the class gate exponentiates."""
+    return torch.einsum("bdhw,kd->bkhw", last_features, readout).log_softmax(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", nargs="+")
@@ -34,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     explainer = load_explainer(args.explainer)
     exact = copy.deepcopy(explainer).double() if args.float64 else None
-    worst64 = worst64_all = 0.0
+    worst64 = worst64_all = worst_logp = worst_logp_f32_features = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         maps = load_explainer(export_onnx(explainer, Path(tmp) / "maps.onnx"), backbone=explainer.backbone)
         every = load_explainer(export_onnx(explainer, Path(tmp) / "all.onnx", "all"), backbone=explainer.backbone)
@@ -54,6 +62,13 @@ def main() -> None:
                 worst64_all = max(
                     worst64_all, (ours_all.double() - exact.all_maps(x.double(), "head")).abs().max().item()
                 )
+                with torch.no_grad():
+                    last, last64 = explainer.features(x)[-1], exact.features(x.double())[-1]
+                    readout = explainer.head.readout
+                    logp64 = readout_log_p(last64, readout.double())
+                    gap = (readout_log_p(last, readout).double() - logp64).abs().max().item()
+                    gap_f32 = (readout_log_p(last.double(), readout.double()) - logp64).abs().max().item()
+                worst_logp, worst_logp_f32_features = max(worst_logp, gap), max(worst_logp_f32_features, gap_f32)
             p, q = explainer.backbone(x).softmax(1), black_box(x).softmax(1)
             agree += (p.argmax(1) == q.argmax(1)).sum().item()
             worst_probs = max(worst_probs, (p - q).abs().max().item())
@@ -62,6 +77,10 @@ def main() -> None:
     print(f"  every class's map at head resolution, (B,K,h,w): max abs difference {worst_all:.2e}")
     if exact is not None:
         print(f"  PyTorch float32 against float64: top-1 maps {worst64:.2e}, every class's map {worst64_all:.2e}")
+        print(
+            f"  the readout's per-pixel log-probabilities against float64: float32 {worst_logp:.2e}; "
+            f"float64 arithmetic on the float32 features {worst_logp_f32_features:.2e}"
+        )
     print(f"  backbone as an ONNX black box: top-1 agrees on {agree}/{len(files)}, softmax max abs difference "
           f"{worst_probs:.2e}")  # fmt: skip
 
