@@ -23,14 +23,10 @@ from pathlib import Path
 import torch
 
 from glancemap import load_explainer
+from glancemap.explainer.explainer import readout_logits
 from glancemap.explainer.onnx import export_onnx
 from glancemap.images import list_images, load_image
 from glancemap.models import export_classifier_onnx, load_classifier
-
-
-def readout_log_p(last_features: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
-    """Every class's per-pixel log-probability under the readout: what the class gate exponentiates."""
-    return torch.einsum("bdhw,kd->bkhw", last_features, readout).log_softmax(1)
 
 
 def main() -> None:
@@ -65,9 +61,12 @@ def main() -> None:
                 with torch.no_grad():
                     last, last64 = explainer.features(x)[-1], exact.features(x.double())[-1]
                     readout = explainer.head.readout
-                    logp64 = readout_log_p(last64, readout.double())
-                    gap = (readout_log_p(last, readout).double() - logp64).abs().max().item()
-                    gap_f32 = (readout_log_p(last.double(), readout.double()) - logp64).abs().max().item()
+                    # per-pixel log-probabilities: what the class gate exponentiates
+                    logp64 = readout_logits(last64, readout.double()).log_softmax(1)
+                    gap = (readout_logits(last, readout).log_softmax(1).double() - logp64).abs().max().item()
+                    gap_f32 = (
+                        (readout_logits(last.double(), readout.double()).log_softmax(1) - logp64).abs().max().item()
+                    )
                 worst_logp, worst_logp_f32_features = max(worst_logp, gap), max(worst_logp_f32_features, gap_f32)
             p, q = explainer.backbone(x).softmax(1), black_box(x).softmax(1)
             agree += (p.argmax(1) == q.argmax(1)).sum().item()

@@ -77,6 +77,12 @@ def check_gate_margin(margin: float | None) -> float | None:
     return float(margin)
 
 
+def readout_logits(last_features: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """Every readout row's CAM on the last features: ``(B,D,h,w)`` and ``(K,D)`` give ``(B,K,h,w)``,
+    each pixel's class logits as the readout sees it."""
+    return torch.einsum("bdhw,kd->bkhw", last_features, readout)
+
+
 def class_gate(
     last_features: torch.Tensor,
     readout: torch.Tensor,
@@ -97,8 +103,7 @@ def class_gate(
     Returns:
         ``(B,n,*size)``.
     """
-    logits = torch.einsum("bdhw,kd->bkhw", last_features, readout)
-    return gate_from_logits(logits, classes, margin, size, per_sample)
+    return gate_from_logits(readout_logits(last_features, readout), classes, margin, size, per_sample)
 
 
 def gate_from_logits(
@@ -304,7 +309,7 @@ class PTameExplainer(nn.Module, Explainer):
         if per_sample:  # the start's sign: (B,n,h',w') CAMs of the readout on the last features
             cam = torch.einsum("bchw,bc->bhw", features[-1], readout).unsqueeze(1)
         else:
-            cam = torch.einsum("bchw,nc->bnhw", features[-1], readout)
+            cam = readout_logits(features[-1], readout)
         maps = minmax_normalize(logits)
         return torch.where(resize_maps(cam, maps.shape[-2:]) < 0, self.negative_slope * maps, maps)
 
