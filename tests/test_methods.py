@@ -3,6 +3,9 @@
 import pytest
 import torch
 
+from glancemap.evaluation import plan_methods
+from glancemap.explainer import PTameExplainer
+from glancemap.maps import minmax_normalize, resize_maps
 from glancemap.methods import (
     METHODS,
     RISE,
@@ -15,6 +18,7 @@ from glancemap.methods import (
     method_names,
     register_method,
 )
+from glancemap.models import Classifier, FeatureExtractor, default_layers
 
 
 def test_every_registered_method_is_an_explainer_with_a_label(tiny_backbone, tiny_explainer):
@@ -67,3 +71,36 @@ def test_a_registered_method_is_listed_and_built_by_name(tiny_backbone):
         create_method("ptame", MethodContext(tiny_backbone))
     with pytest.raises(ValueError, match="needs an explainer or an auxiliary"):
         create_method("auxcam", MethodContext(tiny_backbone))
+
+
+def _three_class_backbone():
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 3))
+    return Classifier(net, name="three_way", input_size=64, class_names=["crack", "dent", "scratch"])
+
+
+def test_the_auxiliary_cam_reads_a_distilled_readout_for_classes_the_auxiliary_lacks(tiny_aux):
+    backbone = _three_class_backbone()
+    x, t = torch.rand(2, 3, 64, 64), torch.tensor([2, 0])
+    # no readout for these classes: refused with the reason, when the method is planned
+    with pytest.raises(ValueError, match="distilled for them"):
+        plan_methods(["gaussian", "auxcam"], MethodContext(backbone, auxiliary=tiny_aux))
+    torch.manual_seed(4)
+    channels = FeatureExtractor(tiny_aux, default_layers(tiny_aux)).feature_shapes()[-1][0]
+    readout = torch.randn(3, channels)
+    explainer = PTameExplainer(backbone, tiny_aux, head="shared", readout=readout)
+    ctx = MethodContext(backbone, explainer)
+    method = create_method("auxcam", ctx)
+    assert METHODS["auxcam"].identity(ctx) == {"auxiliary": tiny_aux.name, "readout": "distilled"}
+    (feat,) = FeatureExtractor(tiny_aux, [explainer.layers[-1]])(x)
+    cam = torch.einsum("bchw,bc->bhw", feat, readout[t]).relu().unsqueeze(1)
+    assert torch.allclose(method(x, t), minmax_normalize(resize_maps(cam, (64, 64))), atol=1e-6)
+
+
+def test_the_auxiliary_cam_of_an_auxiliary_with_the_backbones_classes_uses_its_own_classifier(
+    tiny_backbone, tiny_aux, tiny_explainer
+):
+    ctx = MethodContext(tiny_backbone, tiny_explainer)  # a head over the auxiliary's own classifier
+    assert METHODS["auxcam"].identity(ctx) == {"auxiliary": tiny_aux.name}
+    x = torch.rand(1, 3, *tiny_explainer.input_size)
+    assert torch.equal(create_method("auxcam", ctx)(x, [7]), AuxiliaryCAM(tiny_backbone, tiny_aux)(x, [7]))

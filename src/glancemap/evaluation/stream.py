@@ -22,13 +22,15 @@ class EvaluationMismatchError(RuntimeError):
 def plan_methods(
     names: Sequence[str], context: MethodContext, others: dict[str, object] | None = None
 ) -> tuple[dict[str, Callable[[], Callable]], dict[str, dict]]:
-    """Factories (built only when a method has images left) and identities of registered methods,
-    plus ``others``: further P-TAME explainers for the same backbone, scored as ``ptame-<name>``."""
+    """Factories and identities of registered methods, plus ``others``: further P-TAME explainers
+    for the same backbone, scored as ``ptame-<name>``. Every method is built here, so one that
+    cannot run on this backbone is refused before any image is scored."""
     factories: dict[str, Callable[[], Callable]] = {}
     identities: dict[str, dict] = {}
     for name in names:
         spec = METHODS[name]
-        factories[name] = lambda name=name: create_method(name, context)
+        method = create_method(name, context)
+        factories[name] = lambda method=method: method
         identities[name] = spec.identity(context)
     for label, other in (others or {}).items():
         name = f"ptame-{label}"
