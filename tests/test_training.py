@@ -87,6 +87,26 @@ def test_short_run_saves_explainer_and_checkpoint(tmp_path, image_folder):
     assert explainer.training_info["images"] == 12
 
 
+def test_loading_workers_serve_every_epoch_in_its_own_order(tmp_path, image_folder, monkeypatch):
+    # the loader and its worker process live across epochs; each epoch must still draw its own
+    # shuffle of every image (the sampler is read in the training process at the epoch's start)
+    import glancemap.training.trainer as trainer
+
+    orders: list[list[int]] = []
+    real_iter = trainer.ResumableDistributedSampler.__iter__
+
+    def recorded(self):
+        order = list(real_iter(self))
+        orders.append(order)
+        return iter(order)
+
+    monkeypatch.setattr(trainer.ResumableDistributedSampler, "__iter__", recorded)
+    train(_config(tmp_path, image_folder, epochs=3, batch_size=6, workers=1), progress_bar=False)
+    assert [s["step"] for s in _log(tmp_path / "run")] == list(range(1, 7))  # 12 images / 6 x 3 epochs
+    assert len(orders) == 3 and all(sorted(o) == list(range(12)) for o in orders)
+    assert len({tuple(o) for o in orders}) == 3
+
+
 def test_only_the_head_learns(tmp_path, image_folder):
     cfg = _config(tmp_path, image_folder, max_steps=2)
     explainer = train(cfg, progress_bar=False)
