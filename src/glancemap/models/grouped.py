@@ -1,12 +1,12 @@
 """Classifiers over coarser label sets, made by pooling a classifier's logits into groups.
 
-``restricted_imagenet9`` is the example backbone of a user's own label set that
-glancemap ships: EfficientNet-Lite2 with its 1000 ImageNet logits pooled by
-logsumexp into the 9 superclasses of RestrictedImageNet (Tsipras et al., "Robustness
-May Be at Odds with Accuracy", ICLR 2019). Pooling by logsumexp makes each group's
-softmax probability the sum of its members' ImageNet probabilities, renormalised over
-the groups. The auxiliary network (ImageNet classes) then no longer shares the
-backbone's classes, which is the case a user's fine-tuned model puts the explainer in.
+``restricted_imagenet9`` (built by :func:`glancemap.models.loading.restricted_imagenet9`) is the
+example backbone of a user's own label set that glancemap ships: EfficientNet-Lite2 with its 1000
+ImageNet logits pooled by logsumexp into the 9 superclasses of RestrictedImageNet (Tsipras et al.,
+"Robustness May Be at Odds with Accuracy", ICLR 2019). Pooling by logsumexp makes each group's
+softmax probability the sum of its members' ImageNet probabilities, renormalised over the groups.
+The auxiliary network (ImageNet classes) then no longer shares the backbone's classes, which is the
+case a user's fine-tuned model puts the explainer in.
 """
 
 from __future__ import annotations
@@ -74,13 +74,3 @@ def grouped_classifier(base: Classifier, groups: dict[str, Sequence[int]], name:
         source=f"{base.name} logits pooled into {len(groups)} groups",
     )
     return clf.to(base.device)
-
-
-def restricted_imagenet9(weights: str | None = None) -> Classifier:
-    """EfficientNet-Lite2 (offline ImageNet weights, or ``weights``: a local Lite2 state_dict or
-    ``"random"``) over the 9 RestrictedImageNet superclasses."""
-    from .classifier import load_classifier
-
-    base = load_classifier("efficientnet_lite2", weights)
-    groups = {name: range(lo, hi + 1) for name, (lo, hi) in RESTRICTED_IMAGENET9.items()}
-    return grouped_classifier(base, groups, "restricted_imagenet9")  # type: ignore[arg-type]

@@ -152,7 +152,7 @@ def calibration_batch(explainer: PTameExplainer, files: Sequence[Path], config: 
 
 def config_class_names(config: TrainConfig, expected: int) -> list[str]:
     """The class names ``config.class_names`` asks for: a file's lines, or the data folder's subfolders."""
-    from ..models.classifier import folder_class_names, read_class_names
+    from ..models.loading import folder_class_names, read_class_names
 
     if config.class_names == "folders":
         folders = [d for d in config.data if Path(d).is_dir()]
