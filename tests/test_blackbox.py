@@ -146,3 +146,18 @@ def test_a_black_box_backbone_trains_gradient_free_within_its_call_budget(tmp_pa
     # resumable like any run: the surrogate's readout is in the checkpoint
     ckpt = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))
     assert ckpt["surrogate.weight"].shape[0] == 3
+    # evaluate's default methods on it: those that read the backbone's layers are left out and named,
+    # the rest (the auxiliary CAM through the distilled readout included) are scored
+    from glancemap.evaluation import evaluate
+
+    logged: list[str] = []
+    out = evaluate([str(image_folder)], tmp_path / "eval", explainer=tmp_path / "run" / "explainer", limit=2,
+                   metrics=MetricConfig(road_fractions=(0.5,), deletion_steps=0), progress=False,
+                   log=logged.append)  # fmt: skip
+    left_out = {line.split()[2].rstrip(",") for line in logged if line.startswith("leaving out")}
+    assert left_out == {"gradcam", "gradcam++", "layercam", "eigencam"}
+    scored = {json.loads(line)["method"] for line in (out / "results.jsonl").read_text().splitlines()}
+    assert scored == {"ptame", "auxcam", "gaussian", "random"}
+    with pytest.raises(ValueError, match="black box you can only call"):  # named by the user: refused
+        evaluate([str(image_folder)], tmp_path / "eval2", "ptame,gradcam", explainer=tmp_path / "run" / "explainer")
+    assert not (tmp_path / "eval2").exists()

@@ -381,7 +381,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backbone", default=None, help="classifier to explain (default: the explainer's)")
     p.add_argument("--backbone-weights", default=None, help="local weights file, or 'random'")
-    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, or 'all': {','.join(METHODS)}")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated, or 'all': {','.join(METHODS)} (default: {DEFAULT_METHODS}, less those that cannot "
+        "run on this backbone)",
+    )
     p.add_argument("--out", default=None, help="results folder (default: runs/eval-<backbone>)")
     p.add_argument("--limit", type=_checked(int, COUNT), default=None, help="first N images only")
     p.add_argument(

@@ -23,7 +23,7 @@ DEFAULT_METHODS = "ptame,gradcam,gradcam++,layercam,eigencam,auxcam,gaussian,ran
 def evaluate(
     data: Sequence[str],
     out: str | os.PathLike | None = None,
-    methods: str = DEFAULT_METHODS,
+    methods: str | None = None,
     explainer: str | os.PathLike = "default",
     also: dict[str, str] | None = None,
     backbone: str | None = None,
@@ -45,13 +45,15 @@ def evaluate(
 
     The backbone is the explainer's unless ``backbone`` names another; ``also`` maps names to
     further explainer folders for the same backbone, scored as ``ptame-<name>``; ``options``
-    holds method settings (``cam_batch_size``, ``rise_masks``, ``opticam_steps``).
+    holds method settings (``cam_batch_size``, ``rise_masks``, ``opticam_steps``). ``methods=None``
+    scores :data:`DEFAULT_METHODS` less those that cannot run here (a gradient method on a black-box
+    backbone, say), naming each in the log; methods named explicitly must all run.
 
     ``limit_for`` scores a method on its first N images only (with ``grid``: its first N grids).
     With ``grid``, the methods play the grid pointing game instead (:mod:`glancemap.localization`),
     into ``<out>/grid<n>``, which is returned.
     """
-    names = method_names(methods)
+    names = method_names(methods or DEFAULT_METHODS)
     directory = explainer_dir(explainer)
     cfg = read_explainer_config(directory)
     bb = load_classifier(
@@ -76,7 +78,10 @@ def evaluate(
         same_aux = auxiliary is not None and read_explainer_config(path)["auxiliary"] == cfg["auxiliary"]
         others[label] = load_explainer(path, backbone=bb, auxiliary=auxiliary if same_aux else None, device=device)
     context = MethodContext(bb, ptame, auxiliary, dict(options or {}))
-    factories, identities = plan_methods(names, context, others)
+    skipped: dict[str, str] | None = {} if methods is None else None
+    factories, identities = plan_methods(names, context, others, skipped)
+    for name, why in (skipped or {}).items():
+        log(f"leaving out {name}, which cannot run here: {why}")
     unknown = sorted(set(limit_for or {}) - set(factories))
     if unknown:
         raise ValueError(f"--limit-for names methods that are not evaluated: {', '.join(unknown)}")

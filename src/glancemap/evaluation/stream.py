@@ -20,16 +20,26 @@ class EvaluationMismatchError(RuntimeError):
 
 
 def plan_methods(
-    names: Sequence[str], context: MethodContext, others: dict[str, object] | None = None
+    names: Sequence[str],
+    context: MethodContext,
+    others: dict[str, object] | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> tuple[dict[str, Callable[[], Callable]], dict[str, dict]]:
     """Factories and identities of registered methods, plus ``others``: further P-TAME explainers
     for the same backbone, scored as ``ptame-<name>``. Every method is built here, so one that
-    cannot run on this backbone is refused before any image is scored."""
+    cannot run on this backbone is refused before any image is scored; given ``skipped``, it is
+    left out instead and ``skipped[name]`` says why."""
     factories: dict[str, Callable[[], Callable]] = {}
     identities: dict[str, dict] = {}
     for name in names:
         spec = METHODS[name]
-        method = create_method(name, context)
+        try:
+            method = create_method(name, context)
+        except ValueError as exc:
+            if skipped is None:
+                raise
+            skipped[name] = str(exc)
+            continue
         factories[name] = lambda method=method: method
         identities[name] = spec.identity(context)
     for label, other in (others or {}).items():
