@@ -194,7 +194,14 @@ def available_classifiers() -> dict[str, str]:
     out = {n: "built-in offline ImageNet weights" for n in _LITE_PACKAGES}
     out["restricted_imagenet9"] = "built-in: efficientnet_lite2 pooled into 9 superclasses (models/grouped.py)"
     out.update({n: "registered" for n in _REGISTRY})
-    out.update({"torchvision:<name>": "any torchvision classification model", "timm:<name>": "any timm model"})
+    out.update(
+        {
+            "torchvision:<name>": "any torchvision classification model",
+            "timm:<name>": "any timm model",
+            "hf:<id or folder>": "a Hugging Face transformers image classifier",
+            "onnx:<file>": "an ONNX classifier run by ONNX Runtime, as a black box (outputs only)",
+        }
+    )
     return out
 
 
