@@ -16,7 +16,7 @@ import argparse
 import copy
 
 import torch
-from variant_scoring import faithfulness, load_images, paired_line
+from variant_scoring import faithfulness, load_images, maps_in_batches, paired_line, top1
 
 from glancemap.explainer import load_explainer
 from glancemap.images import list_images
@@ -48,12 +48,10 @@ def main() -> None:
     moved = transplant(start, load_explainer(a.donor, device="cpu")).eval()
     images = load_images(start.backbone, list_images(a.data))
     bb = start.backbone
-    targets = torch.cat([bb(images[i : i + a.batch]).argmax(1) for i in range(0, len(images), a.batch)])
+    targets = top1(bb, images, a.batch)
 
     def maps(explainer):
-        return torch.cat(
-            [explainer(images[i : i + a.batch], targets[i : i + a.batch]) for i in range(0, len(images), a.batch)]
-        )
+        return maps_in_batches(explainer, images, targets, a.batch)
 
     base = faithfulness(bb, images, maps(start), a.batch)
     print(paired_line(f"start ({len(images)} images)", base, None), flush=True)

@@ -16,7 +16,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from variant_scoring import faithfulness, load_images, paired_line
+from variant_scoring import faithfulness, load_images, maps_in_batches, paired_line, top1
 
 from glancemap.explainer import load_explainer
 from glancemap.images import list_images
@@ -52,20 +52,13 @@ def main() -> None:
     torch.set_grad_enabled(False)
     explainer = load_explainer(a.explainer, device="cpu").eval()
     images = load_images(explainer.backbone, list_images(a.data))
-    targets = torch.cat([explainer.backbone(images[i : i + a.batch]).argmax(1) for i in range(0, len(images), a.batch)])
-    maps = torch.cat(
-        [explainer(images[i : i + a.batch], targets[i : i + a.batch]) for i in range(0, len(images), a.batch)]
-    )
+    targets = top1(explainer.backbone, images, a.batch)
+    maps = maps_in_batches(explainer, images, targets, a.batch)
     base = faithfulness(explainer.backbone, images, maps, a.batch)
     print(paired_line(f"explainer ({len(images)} images)", base, None), flush=True)
     for k in a.k:
         t0 = time.perf_counter()
-        teacher = torch.cat(
-            [
-                aux_scorecam(explainer, images[i : i + a.batch], targets[i : i + a.batch], k)
-                for i in range(0, len(images), a.batch)
-            ]
-        )
+        teacher = maps_in_batches(lambda x, t, k=k: aux_scorecam(explainer, x, t, k), images, targets, a.batch)
         sec = (time.perf_counter() - t0) / len(images)
         scores = faithfulness(explainer.backbone, images, teacher, a.batch)
         print(paired_line(f"aux Score-CAM k={k} ({sec:.2f} s/map)", scores, base), flush=True)

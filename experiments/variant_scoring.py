@@ -55,6 +55,12 @@ def top1(backbone, images: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def maps_in_batches(make_maps, images: torch.Tensor, targets: torch.Tensor, batch: int) -> torch.Tensor:
+    """``make_maps(images, targets) -> (b,1,H,W)`` over all images ``(N,...)``, batch by batch."""
+    return torch.cat([make_maps(images[i : i + batch], targets[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+@torch.no_grad()
 def faithfulness(
     backbone, images: torch.Tensor, maps: torch.Tensor, batch: int, with_road: bool = True
 ) -> dict[str, torch.Tensor]:
