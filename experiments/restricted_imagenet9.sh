@@ -18,7 +18,7 @@ OUT=${OUT:-runs/rin9}
 train() {  # name, flags...
   local name=$1; shift
   [ -f "$OUT/$name/explainer/config.json" ] && return 0
-  $GLANCEMAP train splits/rin9_train.txt --backbone restricted_imagenet9 --out "$OUT/$name" --workers 0 \
+  $GLANCEMAP train splits/rin9_train.txt --backbone restricted_imagenet9 --out "$OUT/$name" \
     --no-progress --device "$DEVICE" --resume "$@"
 }
 train default                                     # the default command: only data, backbone and out
