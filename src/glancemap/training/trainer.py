@@ -155,6 +155,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     share = config.holdout
     if share is None:  # by default, check where the start is new: a readout distilled for other classes
         share = 0.0 if auxiliary.class_names == backbone.class_names else HOLDOUT_SHARE
+    all_files = files
     if config.init == "aux-cam" and not config.init_from and config.max_steps != 0:  # 0 steps: nothing to check
         files, held_out = holdout_split(files, share, config.seed)
     explainer = build_explainer(config, device, files, backbone=backbone, auxiliary=auxiliary)
@@ -383,13 +384,27 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         kept = "start" if start_score > trained_score else "trained"
         if kept == "trained":
             head.load_state_dict(trained_state)
+        else:
+            # the held-out images were needed only for the check: the saved start is the one every image
+            # makes (its readout distilled and its CAM calibrated on all of them), as `--max-steps 0` makes it
+            rebuilt = build_explainer(
+                config, device, all_files, backbone=explainer.backbone, auxiliary=explainer.auxiliary, report=False
+            )
+            explainer.head = rebuilt.head.eval()
+            explainer.training_info = rebuilt.training_info
         holdout_record = {"images": len(held_out), "trained": round(trained_score, 4), "start": round(start_score, 4)}
         holdout_record["kept"] = kept
+        if kept == "start":
+            holdout_record["rebuilt_on"] = len(all_files)
         if env.is_main:
             print(
                 f"glancemap: on {len(held_out)} held-out images the trained head scores {trained_score:.3f}, its "
                 f"start {start_score:.3f} (removal test, LeRF minus MoRF): saving the "
-                + ("trained head" if kept == "trained" else "start, which training did not improve on"),
+                + (
+                    "trained head"
+                    if kept == "trained"
+                    else f"start, which training did not improve on, rebuilt on all {len(all_files)} images"
+                ),
                 file=sys.stderr,
             )
     fold_low_rank(explainer.head)
