@@ -281,24 +281,3 @@ def test_rescale_of_a_head_without_bias_scales_only():
     before = head(feats)
     head.rescale_(2.0, -1.0)
     assert torch.allclose(head(feats), 2.0 * before, atol=1e-5)
-
-
-def test_rank_contrast_term_by_hand():
-    from glancemap.explainer.loss import log_odds
-
-    targets = torch.tensor([0, 1])
-    top_removed = torch.tensor([[0.0, 0.0, 0.0], [math.log(2.0), 0.0, 0.0]])
-    bottom_removed = torch.tensor([[math.log(6.0), 0.0, math.log(2.0)], [0.0, math.log(3.0), 0.0]])
-    # odds: p/(1-p) with p = 1/3 -> 1/2, 1/4 -> 1/3; 6/9 -> 2, 3/5 -> 3/2
-    assert log_odds(top_removed, targets).tolist() == pytest.approx([math.log(1 / 2), math.log(1 / 3)], abs=1e-6)
-    assert log_odds(bottom_removed, targets).tolist() == pytest.approx([math.log(2.0), math.log(1.5)], abs=1e-6)
-    maps = torch.rand(2, 2, 4, 4)
-    w = LossWeights(ce=0.0, destroy=0.0, rank_contrast=2.0)
-    total, terms = PTameLoss(w)(None, targets, maps, logits_rank_removed=top_removed, logits_rank_kept=bottom_removed)
-    softplus = lambda v: math.log1p(math.exp(v))  # noqa: E731
-    expected = (softplus(math.log(1 / 4)) + softplus(math.log(2 / 9))) / 2
-    assert terms["rank_contrast"].item() == pytest.approx(expected, rel=1e-5)
-    assert "ce" not in terms  # weight 0: the masked images' pass is not needed
-    assert total.item() == pytest.approx(2.0 * expected + 2.0 * terms["area"].item() + 0.01 * terms["tv"].item())
-    with pytest.raises(ValueError, match="rank_contrast term"):
-        PTameLoss(w)(None, targets, maps, logits_rank_removed=top_removed)

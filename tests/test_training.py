@@ -392,23 +392,3 @@ def test_checkpoint_from_before_a_new_setting_still_resumes(tmp_path, image_fold
     assert "resumed from" in capsys.readouterr().err
     with pytest.raises(ValueError, match="train_aux_sides"):
         train(replace(cfg, train_aux_sides=[48]), resume=True, progress_bar=False)
-
-
-def test_contrast_objective_alone_trains_without_the_masked_pass(tmp_path, image_folder, monkeypatch):
-    import glancemap.training.trainer as trainer
-
-    made = []
-    for name in ("perturb", "remove_regions"):
-        real = getattr(trainer, name)
-        monkeypatch.setattr(trainer, name, lambda *a, _real=real, _name=name, **k: made.append(_name) or _real(*a, **k))
-    config = _config(
-        tmp_path,
-        image_folder,
-        max_steps=2,
-        loss={"ce": 0.0, "area": 0.0, "destroy": 0.0, "rank_contrast": 1.0, "rank_fractions": [0.1, 0.7]},
-    )
-    train(config, progress_bar=False)
-    steps = _log(tmp_path / "run")
-    assert [s["step"] for s in steps] == [1, 2]
-    assert all("ce" not in s and math.isfinite(s["rank_contrast"]) and s["rank_contrast"] > 0 for s in steps)
-    assert made == ["remove_regions"] * 4  # top and bottom removed each step; no masked image for the absent CE

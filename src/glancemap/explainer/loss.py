@@ -44,11 +44,8 @@ class LossWeights:
     # filled from the rest of the image; weighs D on that image (0 = off)
     rank_destroy: float = 0.0
     rank_fractions: tuple[float, float] = (0.1, 0.5)
-    # ROAD's contrast: the same f removed from the top and from the bottom of the map; weighs
-    # softplus(odds(top removed) - odds(bottom removed)), odds the target's log-odds (0 = off)
-    rank_contrast: float = 0.0
 
-    EXPERIMENTAL = ("rank_destroy", "rank_fractions", "rank_contrast")
+    EXPERIMENTAL = ("rank_destroy", "rank_fractions")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -57,7 +54,6 @@ class LossWeights:
         NON_NEGATIVE.check("area_eps", self.area_eps)
         POSITIVE.check("destroy_sigma", self.destroy_sigma)
         NON_NEGATIVE.check("rank_destroy", self.rank_destroy)
-        NON_NEGATIVE.check("rank_contrast", self.rank_contrast)
         lo, hi = (float(v) for v in self.rank_fractions)
         if not 0.0 < lo <= hi < 1.0:
             raise ValueError(f"rank_fractions must satisfy 0 < lo <= hi < 1, got {self.rank_fractions}")
@@ -100,19 +96,19 @@ class PTameLoss:
 
     def __call__(
         self,
-        logits_perturbed: torch.Tensor | None,
+        logits_perturbed: torch.Tensor,
         targets: torch.Tensor,
         maps: torch.Tensor,
         logits_removed: torch.Tensor | None = None,
         logits_rank_removed: torch.Tensor | None = None,
-        logits_rank_kept: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         w = self.weights
-        terms = {"area": area_loss(maps, w.p_area, w.area_eps), "tv": total_variation(maps, w.beta)}
-        total = w.area * terms["area"] + w.tv * terms["tv"]
-        if w.ce:  # the paper's preservation term; 0 skips the backbone's pass on the masked images
-            terms["ce"] = F.cross_entropy(logits_perturbed, targets)
-            total = total + w.ce * terms["ce"]
+        terms = {
+            "ce": F.cross_entropy(logits_perturbed, targets),
+            "area": area_loss(maps, w.p_area, w.area_eps),
+            "tv": total_variation(maps, w.beta),
+        }
+        total = w.ce * terms["ce"] + w.area * terms["area"] + w.tv * terms["tv"]
         if w.destroy:
             if logits_removed is None:
                 raise ValueError("the destroy term needs the backbone's logits on the images with the maps removed")
@@ -123,28 +119,7 @@ class PTameLoss:
                 raise ValueError("the rank_destroy term needs the backbone's logits with each map's top pixels removed")
             terms["rank_destroy"] = destroy_loss(logits_rank_removed, targets)
             total = total + w.rank_destroy * terms["rank_destroy"]
-        if w.rank_contrast:
-            if logits_rank_removed is None or logits_rank_kept is None:
-                raise ValueError(
-                    "the rank_contrast term needs the logits with each map's top and bottom pixels removed"
-                )
-            terms["rank_contrast"] = contrast_loss(logits_rank_removed, logits_rank_kept, targets)
-            total = total + w.rank_contrast * terms["rank_contrast"]
         return total, terms
-
-
-def log_odds(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``log p - log(1 - p)`` of each row's target ``(B,)``: unlike ``log p`` it does not flatten where p is near 1."""
-    own = logits.gather(1, targets[:, None]).squeeze(1)
-    others = logits.scatter(1, targets[:, None], float("-inf")).logsumexp(dim=1)
-    return own - others
-
-
-def contrast_loss(logits_top_removed: torch.Tensor, logits_bottom_removed: torch.Tensor, targets: torch.Tensor):
-    """``mean(softplus(odds_top - odds_bottom))``: small once removing the map's top pixels takes more
-    of the class than removing as many of its bottom pixels. Met or not, it never saturates: a
-    backbone whose class survives both removals (a confident prior class) still ranks them."""
-    return F.softplus(log_odds(logits_top_removed, targets) - log_odds(logits_bottom_removed, targets)).mean()
 
 
 def destroy_loss(logits_removed: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -92,26 +92,21 @@ def training_step(
     b = images.shape[0]
     diagonal = torch.arange(b)
     own = maps[diagonal, diagonal].unsqueeze(1)  # (B,1,h,w)
-    w = loss_fn.weights
-    logits = classify(perturb(images, own)) if w.ce else None
+    logits = classify(perturb(images, own))
     removed_logits = None
+    w = loss_fn.weights
     if w.destroy:
         removed_logits = classify(remove_regions(images, own, "blur", w.destroy_sigma))
-    rank_logits = kept_logits = None
-    if w.rank_destroy or w.rank_contrast:
+    rank_logits = None
+    if w.rank_destroy:
         lo, hi = w.rank_fractions
         fraction = lo + (hi - lo) * torch.rand(b)
-        scores = raw[diagonal, diagonal].unsqueeze(1)  # ranked on logits: no saturation
-        top = top_fraction_mask(scores, fraction)
+        top = top_fraction_mask(raw[diagonal, diagonal].unsqueeze(1), fraction)  # ranked on logits: no saturation
         rank_logits = classify(remove_regions(images, top, "inpaint", w.destroy_sigma))
-        if w.rank_contrast:
-            bottom = top_fraction_mask(-scores, fraction)
-            kept_logits = classify(remove_regions(images, bottom, "inpaint", w.destroy_sigma))
-    loss, terms = loss_fn(logits, targets, maps, removed_logits, rank_logits, kept_logits)
+    loss, terms = loss_fn(logits, targets, maps, removed_logits, rank_logits)
     terms = dict(terms)
     terms["mask_mean"] = own.detach().mean()
-    if logits is not None:
-        terms["kept_top1"] = (logits.detach().argmax(1) == targets).float().mean()
+    terms["kept_top1"] = (logits.detach().argmax(1) == targets).float().mean()
     return loss, terms
 
 
@@ -195,7 +190,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     plan = None
     if surrogate is not None:
         w = config.loss_weights()
-        batches_queried = bool(w.ce) + bool(w.destroy) + bool(w.rank_destroy or w.rank_contrast) + bool(w.rank_contrast)
+        batches_queried = 1 + bool(w.destroy) + bool(w.rank_destroy)
         plan = plan_calls(
             len(files),
             total_steps,
@@ -351,7 +346,10 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                         bar.update(1)
                         bar.set_postfix(
                             epoch=epoch,
-                            **{k: f"{last_terms[k]:.3f}" for k in ("loss", "ce", "area", "tv") if k in last_terms},
+                            loss=f"{last_terms['loss']:.3f}",
+                            ce=f"{last_terms['ce']:.3f}",
+                            area=f"{last_terms['area']:.3f}",
+                            tv=f"{last_terms['tv']:.3f}",
                             mask=f"{last_terms['mask_mean']:.2f}",
                         )
                     if step % config.checkpoint_every == 0 or step == total_steps:
