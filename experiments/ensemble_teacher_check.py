@@ -39,12 +39,12 @@ def main() -> None:
     base = faithfulness(explainer.backbone, images, ours, a.batch)
     print(paired_line(f"explainer ({len(images)} images)", base, None), flush=True)
     cam = create_method(a.method, MethodContext(explainer.backbone))
-    with torch.enable_grad():
-        theirs = minmax_normalize(
-            torch.cat(
-                [cam.explain(images[i : i + a.batch], targets[i : i + a.batch]) for i in range(0, len(images), a.batch)]
-            )
-        )
+
+    def cam_maps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():  # a gradient CAM, inside maps_in_batches' no_grad
+            return cam.explain(x, t)
+
+    theirs = minmax_normalize(maps_in_batches(cam_maps, images, targets, a.batch))
     print(paired_line(a.method, faithfulness(explainer.backbone, images, theirs, a.batch), base), flush=True)
     for name, blend in BLENDS.items():
         print(

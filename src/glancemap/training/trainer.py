@@ -382,6 +382,12 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         head.load_state_dict(start_state)
         start_score = held_out_score(explainer, held_out)
         kept = "start" if start_score > trained_score else "trained"
+        holdout_record = {
+            "images": len(held_out),
+            "trained": round(trained_score, 4),
+            "start": round(start_score, 4),
+            "kept": kept,
+        }
         if kept == "trained":
             head.load_state_dict(trained_state)
         else:
@@ -392,9 +398,6 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
             )
             explainer.head = rebuilt.head.eval()
             explainer.training_info = rebuilt.training_info
-        holdout_record = {"images": len(held_out), "trained": round(trained_score, 4), "start": round(start_score, 4)}
-        holdout_record["kept"] = kept
-        if kept == "start":
             holdout_record["rebuilt_on"] = len(all_files)
         if env.is_main:
             print(
