@@ -1,5 +1,6 @@
 """Backbones you can only call: a Python function, or an ONNX file run by ONNX Runtime."""
 
+import dataclasses
 import json
 import math
 
@@ -35,6 +36,18 @@ def test_a_callable_scores_the_same_as_logits_or_probabilities():
     logits, probs = _numpy_backbone("logits"), _numpy_backbone("probabilities")
     assert torch.allclose(logits(x).softmax(1), probs(x).softmax(1), atol=1e-6)
     assert not logits.differentiable and logits.fingerprint() == "rgb-v1"
+
+
+def test_a_callable_returning_nan_or_negative_probabilities_is_refused_by_name():
+    x = torch.rand(3, 3, 16, 16)
+    nan = callable_classifier(lambda a: np.where(np.arange(3)[:, None] == 1, np.nan, 1.0) * np.ones((3, 2)),
+                              name="nan", input_size=16, num_classes=2)  # fmt: skip
+    with pytest.raises(ValueError, match="NaN or infinite logits for 1 of 3 images.*image 1 of the batch"):
+        nan(x)
+    negative = callable_classifier(lambda a: -np.ones((len(a), 2)), name="neg", input_size=16, num_classes=2,
+                                   outputs="probabilities")  # fmt: skip
+    with pytest.raises(ValueError, match="negative probabilities"):
+        negative(x)
 
 
 def test_metrics_and_output_only_methods_run_on_a_callable(tmp_path):
@@ -161,3 +174,78 @@ def test_a_black_box_backbone_trains_gradient_free_within_its_call_budget(tmp_pa
     with pytest.raises(ValueError, match="black box you can only call"):  # named by the user: refused
         evaluate([str(image_folder)], tmp_path / "eval2", "ptame,gradcam", explainer=tmp_path / "run" / "explainer")
     assert not (tmp_path / "eval2").exists()
+
+
+def _counted_black_box(name: str, sent: list[int]) -> None:
+    """Registers ``name``: three classes the auxiliary lacks (so a readout is distilled and a held-out
+    check runs), counting in ``sent`` every image the function is really given."""
+    from glancemap import register_classifier
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        sent.append(len(x))
+        return 8 * x.mean(axis=(2, 3))
+
+    register_classifier(name, lambda weights: callable_classifier(fn, name=name, input_size=16, num_classes=3))
+
+
+def _start_wins(monkeypatch) -> None:
+    """The held-out check runs for real (its calls are made) and the start wins: the start is rebuilt."""
+    import glancemap.training.trainer as trainer
+    from glancemap.training.selection import held_out_score as real
+
+    order = iter([0.1, 0.5])  # the trained head is scored first
+    monkeypatch.setattr(trainer, "held_out_score", lambda explainer, files: (real(explainer, files), next(order))[1])
+
+
+@pytest.mark.parametrize("winner", ["start", "trained"])
+def test_the_call_budget_covers_the_held_out_check_and_the_rebuilt_start(tmp_path, monkeypatch, winner):
+    from glancemap.training import train
+
+    from .conftest import write_images
+
+    write_images(tmp_path / "images", 60)
+    sent: list[int] = []
+    _counted_black_box("counted_rgb", sent)
+    if winner == "start":
+        _start_wins(monkeypatch)
+    cfg = _config(tmp_path, tmp_path / "images", backbone="counted_rgb", backbone_weights=None, epochs=None,
+                  max_steps=40, call_budget=22)  # fmt: skip
+    info = train(cfg, progress_bar=False).training_info
+    assert info["held_out"]["images"] == 9 and info["held_out"]["kept"] == winner
+    assert info["held_out"].get("rebuilt_on") == (60 if winner == "start" else None)
+    assert info["black_box_calls"] == sum(sent) <= 22 * 60  # every call counted, the budget kept
+    with pytest.raises(ValueError, match="kept for checking the start on held-out images.*Raise --call-budget"):
+        train(dataclasses.replace(cfg, call_budget=12), progress_bar=False, overwrite=True)
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_a_resumed_black_box_run_counts_every_call_and_repeats_none_of_its_setup(tmp_path, monkeypatch, stop):
+    from glancemap.training import train
+
+    from .conftest import write_images
+    from .test_training import Killed, interrupted_run
+
+    write_images(tmp_path / "images", 60)
+    sent: list[int] = []
+    _counted_black_box("counted_rgb2", sent)
+    _start_wins(monkeypatch)
+    cfg = _config(tmp_path, tmp_path / "images", backbone="counted_rgb2", backbone_weights=None, epochs=None,
+                  max_steps=40, call_budget=22, checkpoint_every=4)  # fmt: skip
+    whole = train(dataclasses.replace(cfg, out=str(tmp_path / "whole")), progress_bar=False).training_info
+    assert whole["black_box_calls"] == sum(sent)
+    setup = 51 * 8 + 4  # the first session distils a readout (51 images x 8 views), calibrates on 4
+    _start_wins(monkeypatch)
+    sent.clear()
+    # stopped in its 8th step: Ctrl-C saves step 7; a kill leaves the step-4 checkpoint, steps 5-7 are repeated
+    interrupted_run(monkeypatch, cfg, after_steps=7, stop=KeyboardInterrupt if stop == "ctrl-c" else Killed)
+    first = sum(sent)
+    sent.clear()
+    resumed = train(cfg, resume=True, progress_bar=False).training_info
+    assert resumed["black_box_calls"] == first + sum(sent) <= 22 * 60  # both sessions counted, within the budget
+    # the resumed session spends only steps, the held-out check and the rebuilt start: no second distillation
+    assert sum(sent) == resumed["black_box_calls"] - first and first > setup
+    if stop == "ctrl-c":  # nothing repeated: the calls of one uninterrupted run
+        assert resumed["black_box_calls"] == whole["black_box_calls"] and resumed["steps"] == 40
+    else:  # steps 5-7 repeated, with the query of step 5 (2 batches of 4) they would overspend the budget:
+        assert whole["black_box_calls"] + 3 * 4 + 2 * 4 > 22 * 60
+        assert resumed["black_box_calls"] == whole["black_box_calls"] + 3 * 4  # the guard dropped one query

@@ -1,5 +1,6 @@
 """The held-out check that keeps the start when training did not improve on it."""
 
+import dataclasses
 import json
 
 import pytest
@@ -91,3 +92,53 @@ def test_the_better_head_on_held_out_images_is_saved(tmp_path, monkeypatch, winn
     x = torch.rand(3, 3, *saved.backbone.input_size, generator=torch.Generator().manual_seed(1))
     classes = torch.tensor([0, 5, 9])
     assert torch.equal(saved.eval()(x, classes), whole.eval()(x, classes))
+
+
+def test_a_resumed_run_checks_against_the_start_it_began_from(tmp_path, monkeypatch):
+    import glancemap.training.trainer as trainer
+
+    from .test_training import interrupted_run
+
+    images = tmp_path / "images"
+    write_images(images, 24)
+    starts = []
+
+    def fake_score(explainer, files):
+        starts.append({k: v.clone() for k, v in explainer.head.state_dict().items()})
+        return 0.0
+
+    monkeypatch.setattr(trainer, "held_out_score", fake_score)
+    cfg = _config(tmp_path, images, holdout=0.4, epochs=2, max_steps=4, checkpoint_every=2)
+    train(dataclasses.replace(cfg, out=str(tmp_path / "whole")), progress_bar=False)
+    interrupted_run(monkeypatch, cfg, after_steps=3)  # killed after the step-2 checkpoint
+    monkeypatch.setattr(trainer, "held_out_score", fake_score)
+    built = []
+    real_build = trainer.build_explainer
+
+    def build(config, device, calibration_files=None, **kw):
+        built.append(calibration_files)
+        return real_build(config, device, calibration_files, **kw)
+
+    monkeypatch.setattr(trainer, "build_explainer", build)
+    train(cfg, resume=True, progress_bar=False)
+    assert built == [None]  # neither distilled nor calibrated again: the checkpoint holds the start
+    whole_start, resumed_start = starts[1], starts[3]  # each run scores its trained head, then its start
+    assert whole_start.keys() == resumed_start.keys()
+    assert all(torch.equal(whole_start[k], resumed_start[k]) for k in whole_start)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, ConnectionError])  # Ctrl-C, or a black box's failed call
+def test_a_stopped_run_keeps_the_steps_done_since_the_last_checkpoint(
+    tmp_path, image_folder, monkeypatch, capsys, stop
+):
+    from .test_training import _log, interrupted_run
+
+    cfg = _config(tmp_path, image_folder, epochs=3, checkpoint_every=5)
+    interrupted_run(monkeypatch, cfg, after_steps=2, stop=stop)
+    assert "stopped at step 2: checkpoint saved" in capsys.readouterr().err
+    from glancemap.training.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")[1]["progress"]["step"] == 2
+    train(cfg, resume=True, progress_bar=False)
+    assert "checkpoint.safetensors at step 2/9" in capsys.readouterr().err
+    assert [r["step"] for r in _log(tmp_path / "run")] == list(range(1, 10))  # steps 1-2 not trained twice

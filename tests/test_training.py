@@ -49,8 +49,13 @@ def _config(tmp_path, images, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def interrupted_run(monkeypatch, config: TrainConfig, after_steps: int) -> None:
-    """Trains ``config`` until ``after_steps`` steps are done, then stops it as a kill would."""
+class Killed(BaseException):
+    """A kill -9 as the training loop sees it: nothing it may catch (neither Exception nor Ctrl-C)."""
+
+
+def interrupted_run(monkeypatch, config: TrainConfig, after_steps: int, stop: type[BaseException] = Killed) -> None:
+    """Trains ``config`` until ``after_steps`` steps are done, then stops it with ``stop`` raised in the
+    next step: by default as a kill would (no chance to save), or as Ctrl-C or a failing black box."""
     import glancemap.training.trainer as trainer
 
     real_step, calls = trainer.training_step, []
@@ -58,11 +63,11 @@ def interrupted_run(monkeypatch, config: TrainConfig, after_steps: int) -> None:
     def stopping(*args):
         calls.append(1)
         if len(calls) > after_steps:
-            raise KeyboardInterrupt(f"stopped after step {after_steps}")
+            raise stop(f"stopped after step {after_steps}")
         return real_step(*args)
 
     monkeypatch.setattr(trainer, "training_step", stopping)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(stop):
         train(config, progress_bar=False)
     monkeypatch.setattr(trainer, "training_step", real_step)
 

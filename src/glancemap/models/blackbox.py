@@ -42,6 +42,14 @@ class BlackBox(nn.Module):
         out = np.asarray(self.fn(x.detach().cpu().contiguous().numpy().astype(np.float32)), dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(f"the black-box classifier returned shape {out.shape}, expected ({x.shape[0]}, K)")
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():  # caught here, not later as a diverged loss or NaN scores that blame the explainer
+            raise ValueError(
+                f"the black-box classifier returned NaN or infinite {self.outputs} for {int(bad.sum())} of "
+                f"{len(out)} images (the first: image {int(bad.argmax())} of the batch)"
+            )
+        if self.outputs == "probabilities" and (out < 0).any():
+            raise ValueError("the black-box classifier returned negative probabilities: pass outputs='logits'?")
         y = torch.from_numpy(out).to(x.device)
         return y.clamp_min(1e-12).log() if self.outputs == "probabilities" else y
 

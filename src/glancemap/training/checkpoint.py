@@ -69,6 +69,42 @@ def trim_log(path: Path, last_step: int) -> int:
     return dropped
 
 
+def logged_calls(path: Path) -> int:
+    """The most black-box calls the training log at ``path`` records (0 without a log): what a
+    killed run had spent, the steps after its last checkpoint included."""
+    if not path.exists():
+        return 0
+    most = 0
+    for line in path.read_text().splitlines():
+        try:
+            most = max(most, int(json.loads(line).get("black_box_calls", 0)))
+        except (ValueError, TypeError, AttributeError):
+            continue  # a torn last line
+    return most
+
+
+def check_resumable(meta: dict, config: TrainConfig, data: dict, path: Path) -> None:
+    """Refuses to resume the checkpoint at ``path`` (its metadata ``meta``) with other identity settings
+    or other images (``data``, their fingerprint)."""
+    saved = meta["config"]
+    mine = asdict(config)
+    # a field missing from the checkpoint is newer than it: the run had that field's default
+    defaults = asdict(TrainConfig(data=[], out=""))
+    diff = [k for k in TrainConfig.IDENTITY if json.dumps(saved.get(k, defaults[k])) != json.dumps(mine.get(k))]
+    if diff:
+        raise ValueError(
+            f"--resume: checkpoint {path} was made with other settings ({', '.join(diff)}: "
+            f"{[saved.get(k) for k in diff]} vs {[mine.get(k) for k in diff]})"
+        )
+    progress = meta["progress"]
+    if "data" in progress and progress["data"] != data:
+        raise ValueError(
+            f"--resume: checkpoint {path} was trained on {progress['data']['images']} other image(s) "
+            f"(fingerprint {progress['data']['sha256']}); these {data['images']} differ "
+            f"({data['sha256']}). Resume with the same data, or train into another --out"
+        )
+
+
 def save_checkpoint(
     path: Path,
     head: torch.nn.Module,

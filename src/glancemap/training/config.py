@@ -170,7 +170,8 @@ class TrainConfig:
     call_budget: float = option(
         100.0,
         "a black-box backbone (onnx:, a callable) is called at most this many times per training image: for "
-        "the readout's fit, each batch's targets and the masked images its surrogate is refitted on",
+        "the readout's fit, each batch's targets, the masked images its surrogate is refitted on and the "
+        "held-out check",
         type=float,
         range=POSITIVE,
     )

@@ -13,7 +13,7 @@ from ..explainer.explainer import DEFAULT_GATE_MARGIN
 from ..images import load_image
 from ..models import Classifier, FeatureExtractor, default_layers, load_classifier
 from .config import TrainConfig
-from .readout import Readout, distill_readout
+from .readout import Readout, distill_calls, distill_readout
 
 
 def load_networks(
@@ -39,13 +39,17 @@ def build_explainer(
     backbone: Classifier | None = None,
     report: bool = True,
     auxiliary: Classifier | None = None,
+    distilled: Readout | None = None,
 ) -> PTameExplainer:
     """Backbone (``config.backbone`` unless given), auxiliary and a freshly initialised head
     (see ``TrainConfig.init``).
 
     The auxiliary-CAM start and the shared head read the auxiliary's last features through
     a classifier of the backbone's classes: the auxiliary's own when it has them, else one
-    distilled from the backbone's outputs on ``calibration_files`` (the training images).
+    distilled from the backbone's outputs on ``calibration_files`` (the training images), or
+    ``distilled``, one distilled before (a resumed run's). Without ``calibration_files`` the CAM
+    start is not calibrated; the backbone is called only to distill and to calibrate
+    (:func:`setup_calls` of them).
     ``report`` prints which start and head were chosen, and why.
     """
     backbone, auxiliary = load_networks(config, device, backbone, auxiliary)
@@ -62,13 +66,13 @@ def build_explainer(
         why = f"auxiliary {auxiliary.name} classifies the backbone's {backbone.num_classes} classes: its own classifier"
     elif not wants_readout:
         why = "the paper's recipe: no readout"
-    elif not calibration_files:
+    elif distilled is None and not calibration_files:
         raise ValueError(
             f"auxiliary {auxiliary.name} does not classify backbone {backbone.name}'s classes, so the start needs "
             "a readout distilled on training images; none were given"
         )
     else:
-        fit = distill_readout(features, backbone, calibration_files, tuple(config.crop_scale), config.seed)
+        fit = distilled or distill_readout(features, backbone, calibration_files, tuple(config.crop_scale), config.seed)
         readout = fit.weight
         why = (
             f"auxiliary {auxiliary.name} does not have backbone {backbone.name}'s {backbone.num_classes} classes: a "
@@ -142,11 +146,24 @@ def calibrate_cam(explainer: PTameExplainer, images: torch.Tensor, keep: float) 
     head.rescale_(scale.item(), -(threshold * scale).item())
 
 
+def calibration_size(n_images: int, batch_size: int) -> int:
+    """How many images calibrate the CAM start: one batch, at least 8."""
+    return min(n_images, max(batch_size, 8))
+
+
+def setup_calls(config: TrainConfig, n_images: int, distills: bool) -> int:
+    """Backbone calls :func:`build_explainer` makes on ``n_images`` calibration files: the readout's
+    distillation (if ``distills``) and the CAM start's calibration."""
+    return (distill_calls(n_images) if distills else 0) + (
+        calibration_size(n_images, config.batch_size) if config.init == "aux-cam" else 0
+    )
+
+
 def calibration_batch(explainer: PTameExplainer, files: Sequence[Path], config: TrainConfig) -> torch.Tensor:
     """Up to one batch of centre-cropped images, the same on every rank (for aux-cam calibration)."""
     transform = explainer.backbone.preprocessing.eval_transform()
     g = torch.Generator().manual_seed(config.seed)
-    pick = torch.randperm(len(files), generator=g)[: max(config.batch_size, 8)].tolist()
+    pick = torch.randperm(len(files), generator=g)[: calibration_size(len(files), config.batch_size)].tolist()
     return torch.stack([transform(load_image(files[i])) for i in pick])
 
 

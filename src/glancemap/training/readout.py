@@ -51,13 +51,27 @@ class Readout:
     cross_entropy: float = float("nan")
     backbone_entropy: float = float("nan")
 
+    SCALARS = ("ridge", "images", "views", "agreement", "cross_entropy", "backbone_entropy")
+
     def info(self) -> dict:
-        keys = ("ridge", "images", "views", "agreement", "cross_entropy", "backbone_entropy")
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in ((k, getattr(self, k)) for k in keys)}
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.scalars().items()}
+
+    def scalars(self) -> dict:
+        """Everything but the tensors, unrounded (a checkpoint keeps them to resume without refitting)."""
+        return {k: getattr(self, k) for k in self.SCALARS}
+
+    @classmethod
+    def from_parts(cls, weight: torch.Tensor, bias: torch.Tensor, scalars: dict) -> Readout:
+        return cls(weight, bias, **{k: scalars[k] for k in cls.SCALARS})
 
 
 def views_per_image(n_images: int) -> int:
     return max(2, min(8, math.ceil(TARGET_SAMPLES / max(n_images, 1))))
+
+
+def distill_calls(n_images: int) -> int:
+    """Backbone calls :func:`distill_readout` makes on ``n_images`` images: one per view."""
+    return n_images * views_per_image(n_images)
 
 
 @torch.no_grad()

@@ -24,6 +24,12 @@ HOLDOUT_SHARE = 0.15  # the default share held out, where the check runs by defa
 MIN_HOLDOUT = 8  # fewer held-out images than this: no check, the trained head is kept
 
 
+def check_calls(n_held_out: int) -> int:
+    """Backbone calls of the check on ``n_held_out`` images: :func:`removal_score` (the target, then
+    each fraction removed both ways) for the trained head and for its start."""
+    return 2 * n_held_out * (1 + 2 * len(FRACTIONS))
+
+
 def holdout_split(files: Sequence[Path], share: float, seed: int) -> tuple[list[Path], list[Path]]:
     """``(train, held_out)``: a seeded ``share`` of ``files`` held out (none if that is under
     :data:`MIN_HOLDOUT` images or would leave fewer images than it to train on)."""

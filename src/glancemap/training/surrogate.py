@@ -41,29 +41,54 @@ def calls_of(classifier: Classifier) -> int:
 @dataclass(frozen=True)
 class CallPlan:
     """How a run spends its black-box calls: ``steps`` steps, querying the masked (and removed)
-    images on every ``query_every``-th step (0: never)."""
+    images on every ``query_every``-th step (0: never), within ``budget`` calls in all, of which
+    ``reserved`` are kept for after training (the held-out check and the start it may rebuild)."""
 
     steps: int
     query_every: int
     expected_calls: int
+    budget: int = 0
+    reserved: int = 0
+    batch_size: int = 0
+    per_query: int = 0
 
     def queries(self, step: int) -> bool:
         return self.query_every > 0 and step % self.query_every == 0
 
+    def query_fits(self, step: int, calls: int, steps_left: int) -> bool:
+        """Whether ``step`` queries: a planned query that the budget still covers, ``calls`` spent,
+        with the targets of the ``steps_left`` steps from this one and the reserve (a resume that
+        repeats the steps after its checkpoint gives up the last planned queries for them)."""
+        needed = calls + self.per_query + steps_left * self.batch_size + self.reserved
+        return self.queries(step) and needed <= self.budget
+
+    def step_fits(self, calls: int) -> bool:
+        """Whether the budget, ``calls`` spent, still covers one more step's targets and the reserve."""
+        return calls + self.batch_size + self.reserved <= self.budget
+
 
 def plan_calls(
-    images: int, steps: int, batch_size: int, budget_per_image: float, spent: int, queried_per_step: int
+    images: int,
+    steps: int,
+    batch_size: int,
+    budget_per_image: float,
+    spent: int,
+    queried_per_step: int,
+    reserved: int = 0,
 ) -> CallPlan:
     """Fits ``steps`` steps of ``batch_size`` into ``budget_per_image * images`` calls, ``spent`` of
-    which are gone (the readout's fit). Each step calls the black box on its batch (the targets); the
-    rest of the budget queries ``queried_per_step`` batches of masked images every k-th step, k as
-    small as fits. Steps are cut only if the targets alone exceed the budget."""
-    budget = int(budget_per_image * images) - spent
+    which are gone (the readout's fit) and ``reserved`` kept for after training. Each step calls the
+    black box on its batch (the targets); the rest of the budget queries ``queried_per_step`` batches
+    of masked images every k-th step, k as small as fits. Steps are cut only if the targets alone
+    exceed the budget."""
+    total = int(budget_per_image * images)
+    budget = total - spent - reserved
     if budget < batch_size:
         raise ValueError(
-            f"a call budget of {budget_per_image:g} per image ({int(budget_per_image * images)} calls for {images} "
-            f"images) leaves {max(budget, 0)} after the {spent} calls fitting the readout: not one step of "
-            f"{batch_size}. Raise --call-budget"
+            f"a call budget of {budget_per_image:g} per image ({total} calls for {images} images) leaves "
+            f"{max(budget, 0)} after the {spent} calls fitting the readout"
+            + (f" and the {reserved} kept for checking the start on held-out images" if reserved else "")
+            + f": not one step of {batch_size}. Raise --call-budget"
         )
     steps = min(steps, budget // batch_size)
     left = budget - steps * batch_size
@@ -71,7 +96,8 @@ def plan_calls(
     queries = min(steps, left // per_query) if per_query else 0
     every = math.ceil(steps / queries) if queries else 0
     done = (steps + every - 1) // every if every else 0
-    return CallPlan(steps, every, spent + steps * batch_size + done * per_query)
+    expected = spent + steps * batch_size + done * per_query
+    return CallPlan(steps, every, expected, total, reserved, batch_size, per_query)
 
 
 class Surrogate(nn.Module):

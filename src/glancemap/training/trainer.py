@@ -31,8 +31,10 @@ from .checkpoint import (
     CHECKPOINT_NAME,
     LOG_NAME,
     apply_optimizer_changes,
+    check_resumable,
     checkpoint_advice,
     load_checkpoint,
+    logged_calls,
     max_abs_weight,
     save_checkpoint,
     trim_log,
@@ -40,10 +42,11 @@ from .checkpoint import (
 )
 from .config import TrainConfig, TrainingDivergedError, auto_steps
 from .distributed import ResumableDistributedSampler, resolve_device, setup_distributed
-from .init import build_explainer, load_networks
+from .init import build_explainer, load_networks, setup_calls
 from .lowrank import fold_low_rank, restrict_to_low_rank
 from .outdir import claim_folder, data_fingerprint
-from .selection import HOLDOUT_SHARE, held_out_score, holdout_split
+from .readout import Readout
+from .selection import HOLDOUT_SHARE, check_calls, held_out_score, holdout_split
 from .surrogate import REFIT_EVERY, Surrogate, calls_of, plan_calls
 
 
@@ -150,6 +153,13 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     if env.is_main and bad.count:
         print(f"glancemap: skipped {bad.count} unreadable file(s) of {len(files) + bad.count}", file=sys.stderr)
     data = data_fingerprint(files)
+    resuming = resume and ckpt_path.exists()
+    tensors, meta = load_checkpoint(ckpt_path) if resuming else ({}, {})
+    progress = meta.get("progress", {})
+    if resuming:
+        check_resumable(meta, config, data, ckpt_path)
+    # checkpoints keep the start and its readout: a resume rebuilds neither, so calls the backbone no more
+    restored = "setup_calls" in progress
     backbone, auxiliary = load_networks(config, device, backbone)
     held_out: list = []
     share = config.holdout
@@ -158,7 +168,13 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     all_files = files
     if config.init == "aux-cam" and not config.init_from and config.max_steps != 0:  # 0 steps: nothing to check
         files, held_out = holdout_split(files, share, config.seed)
-    explainer = build_explainer(config, device, files, backbone=backbone, auxiliary=auxiliary)
+    distilled = None
+    if restored and "readout.weight" in tensors:
+        distilled = Readout.from_parts(tensors["readout.weight"], tensors["readout.bias"], progress["readout"])
+    explainer = build_explainer(
+        config, device, None if restored else files, backbone=backbone, auxiliary=auxiliary, distilled=distilled
+    )
+    setup = int(progress["setup_calls"]) if restored else calls_of(explainer.backbone)  # the start's calls
     if config.low_rank is not None:
         trainable = restrict_to_low_rank(explainer.head, config.low_rank)
         if env.is_main:
@@ -166,7 +182,13 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 f"glancemap: training a rank-{config.low_rank} change of the projection ({trainable} weights)",
                 file=sys.stderr,
             )
-    start_state = {k: v.detach().clone() for k, v in explainer.head.state_dict().items()} if held_out else None
+    start_state = None
+    if held_out:
+        start_state = (
+            {k[6:]: v for k, v in tensors.items() if k.startswith("start.")}
+            if restored
+            else {k: v.detach().clone() for k, v in explainer.head.state_dict().items()}
+        )
     surrogate = None
     if not explainer.backbone.differentiable:
         if env.enabled:
@@ -191,13 +213,15 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     if surrogate is not None:
         w = config.loss_weights()
         batches_queried = 1 + bool(w.destroy) + bool(w.rank_destroy)
+        # the check on held-out images and the start it may rebuild on every image call the black box too
+        reserved = (
+            check_calls(len(held_out))
+            + setup_calls(config, len(all_files), bool(explainer.training_info.get("readout")))
+            if held_out
+            else 0
+        )
         plan = plan_calls(
-            len(files),
-            total_steps,
-            config.batch_size,
-            config.call_budget,
-            calls_of(explainer.backbone),
-            batches_queried,
+            len(all_files), total_steps, config.batch_size, config.call_budget, setup, batches_queried, reserved
         )
         if env.is_main:
             print(
@@ -205,7 +229,9 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 f"(the auxiliary and a readout refitted to the black box's outputs on the masked images every "
                 f"{plan.query_every or 'no'} step(s)); {plan.steps} steps"
                 + (f" (cut from {total_steps} to fit the call budget)" if plan.steps < total_steps else "")
-                + f", about {plan.expected_calls} calls, {plan.expected_calls / len(files):.1f} per image "
+                + f", about {plan.expected_calls} calls"
+                + (f" and up to {reserved} for the held-out check" if reserved else "")
+                + f", {(plan.expected_calls + reserved) / len(all_files):.1f} per image "
                 f"(budget {config.call_budget:g})",
                 file=sys.stderr,
             )
@@ -216,39 +242,25 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.resolved_weight_decay(), amsgrad=True)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total_steps, 2))
     step = 0
-    if resume and ckpt_path.exists():
-        tensors, meta = load_checkpoint(ckpt_path)
-        saved = meta["config"]
-        mine = asdict(config)
-        # a field missing from the checkpoint is newer than it: the run had that field's default
-        defaults = asdict(TrainConfig(data=[], out=""))
-        diff = [k for k in TrainConfig.IDENTITY if json.dumps(saved.get(k, defaults[k])) != json.dumps(mine.get(k))]
-        if diff:
-            raise ValueError(
-                f"--resume: checkpoint {ckpt_path} was made with other settings ({', '.join(diff)}: "
-                f"{[saved.get(k) for k in diff]} vs {[mine.get(k) for k in diff]})"
-            )
-        progress = meta["progress"]
-        if "data" in progress and progress["data"] != data:
-            raise ValueError(
-                f"--resume: checkpoint {ckpt_path} was trained on {progress['data']['images']} other image(s) "
-                f"(fingerprint {progress['data']['sha256']}); these {data['images']} differ "
-                f"({data['sha256']}). Resume with the same data, or train into another --out"
-            )
+    if resuming:
+        saved_config = meta["config"]
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         if surrogate is not None and "surrogate.weight" in tensors:
             # the refitted readout goes on; the remembered samples do not (the next queries refill them)
             surrogate.weight.copy_(tensors["surrogate.weight"])
             surrogate.bias.copy_(tensors["surrogate.bias"])
+        if surrogate is not None:
+            # the calls of the first session(s), those after the checkpoint included (the log has them)
+            explainer.backbone.model.calls += max(int(progress.get("black_box_calls", 0)), logged_calls(out / LOG_NAME))
         optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
         scheduler.load_state_dict(meta["scheduler"])
         step = int(progress["step"])
         if total_steps > scheduler.total_steps:  # --max-steps may stop a run early, not stretch its schedule
             raise ValueError(
                 f"--resume: checkpoint {ckpt_path} has a learning-rate schedule of {scheduler.total_steps} steps "
-                f"(its run had --max-steps {saved.get('max_steps')}); it cannot go on to step {total_steps}"
+                f"(its run had --max-steps {saved_config.get('max_steps')}); it cannot go on to step {total_steps}"
             )
-        changed = apply_optimizer_changes(optimizer, saved, mine, defaults)
+        changed = apply_optimizer_changes(optimizer, saved_config, asdict(config), asdict(TrainConfig(data=[], out="")))
         if env.is_main:
             dropped = trim_log(out / LOG_NAME, step)
             if changed:
@@ -296,8 +308,30 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         pin_memory=device.type == "cuda",
         persistent_workers=config.workers > 0,
     )
+    # what a resume needs besides the head: the start the held-out check compares with, and the readout it
+    # distilled (rebuilding them would call the backbone again, and a black box's calls are paid for)
+    keep: dict[str, torch.Tensor] = {f"start.{k}": v for k, v in (start_state or {}).items()}
+    kept_progress: dict = {"setup_calls": setup}
+    if explainer.training_info.get("readout"):
+        keep |= {"readout.weight": explainer.start_readout.weight, "readout.bias": explainer.start_readout.bias}
+        kept_progress["readout"] = explainer.start_readout.scalars()
+
+    def checkpoint() -> None:
+        largest = max_abs_weight(head)
+        if not math.isfinite(largest):
+            raise TrainingDivergedError(
+                f"the head's weights became non-finite at step {step}; {checkpoint_advice(ckpt_path)}"
+            )
+        record = {"step": step, "data": data, "loss": last_terms["loss"], "max_abs_weight": largest} | kept_progress
+        extra = dict(keep)
+        if surrogate is not None:
+            extra |= {"surrogate.weight": surrogate.weight, "surrogate.bias": surrogate.bias}
+            record["black_box_calls"] = calls_of(explainer.backbone)
+        save_checkpoint(ckpt_path, head, optimizer, scheduler, record, config, extra)
+
+    saved_step, between_steps, out_of_calls = step, True, False
     try:
-        while step < total_steps:
+        while step < total_steps and not out_of_calls:
             epoch, batch_in_epoch = divmod(step, steps_per_epoch)
             sampler.set_epoch(epoch, skip=batch_in_epoch * config.batch_size)
             for batch in loader:
@@ -309,7 +343,14 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                 if not ok.item():
                     continue
                 images = batch[0].to(device, non_blocking=True)
-                query = plan is not None and plan.queries(step)
+                query = False
+                if plan is not None:
+                    # only a resume that repeats steps can come here short of calls: the plan fits the budget
+                    spent = calls_of(explainer.backbone)
+                    if not plan.step_fits(spent):
+                        out_of_calls = True
+                        break
+                    query = plan.query_fits(step, spent, total_steps - step)
                 loss, terms = training_step(
                     explainer, model, images, loss_fn, step_aux_size(config, step, aux_sides), surrogate, query
                 )
@@ -318,11 +359,13 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                     raise TrainingDivergedError(
                         f"loss became {loss.item()} at step {step + 1} ({terms_text}); {checkpoint_advice(ckpt_path)}"
                     )
+                between_steps = False  # the head, optimiser and schedule change together
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
                 step += 1
+                between_steps = True
                 last_terms = {"loss": loss.item()} | {k: v.item() for k, v in terms.items()}
                 if surrogate is not None:
                     queried += query
@@ -353,23 +396,26 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                             mask=f"{last_terms['mask_mean']:.2f}",
                         )
                     if step % config.checkpoint_every == 0 or step == total_steps:
-                        largest = max_abs_weight(head)
-                        if not math.isfinite(largest):
-                            raise TrainingDivergedError(
-                                f"the head's weights became non-finite at step {step}; {checkpoint_advice(ckpt_path)}"
-                            )
-                        progress = {"step": step, "data": data, "loss": last_terms["loss"], "max_abs_weight": largest}
-                        extra = None
-                        if surrogate is not None:
-                            extra = {"surrogate.weight": surrogate.weight, "surrogate.bias": surrogate.bias}
-                            progress["black_box_calls"] = calls_of(explainer.backbone)
-                        save_checkpoint(ckpt_path, head, optimizer, scheduler, progress, config, extra)
+                        checkpoint()
+                        saved_step = step
+    except (KeyboardInterrupt, Exception) as exc:
+        # Ctrl-C, or a black box's failed call: keep the steps done since the last checkpoint
+        if env.is_main and between_steps and step > saved_step and not isinstance(exc, TrainingDivergedError):
+            checkpoint()
+            print(f"glancemap: stopped at step {step}: checkpoint saved, --resume goes on from it", file=sys.stderr)
+        raise
     finally:
         if bar is not None:
             bar.close()
         if log is not None:
             log.close()
 
+    if out_of_calls and env.is_main:
+        print(
+            f"glancemap: the call budget is spent at step {step} of {total_steps} (steps after a checkpoint were "
+            "repeated on resume): stopping there",
+            file=sys.stderr,
+        )
     if env.enabled:
         # BN running statistics are per process; rank 0's are the ones saved
         for buf in head.buffers():
