@@ -402,6 +402,8 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         # Ctrl-C, or a black box's failed call: keep the steps done since the last checkpoint
         if env.is_main and between_steps and step > saved_step and not isinstance(exc, TrainingDivergedError):
             checkpoint()
+            if bar is not None:
+                bar.close()  # the line below its own, not after the bar
             print(f"glancemap: stopped at step {step}: checkpoint saved, --resume goes on from it", file=sys.stderr)
         raise
     finally:
