@@ -47,7 +47,7 @@ from .lowrank import fold_low_rank, restrict_to_low_rank
 from .outdir import claim_folder, data_fingerprint
 from .readout import Readout
 from .selection import HOLDOUT_SHARE, check_calls, held_out_score, holdout_split
-from .surrogate import REFIT_EVERY, Surrogate, calls_of, plan_calls
+from .surrogate import REFIT_EVERY, CallPlan, Surrogate, calls_of, plan_calls
 
 
 def step_aux_size(config: TrainConfig, step: int, sides: Sequence[int] | None = None) -> tuple[int, int] | None:
@@ -111,6 +111,37 @@ def training_step(
     terms["mask_mean"] = own.detach().mean()
     terms["kept_top1"] = (logits.detach().argmax(1) == targets).float().mean()
     return loss, terms
+
+
+def black_box_plan(
+    config: TrainConfig,
+    explainer: PTameExplainer,
+    steps: int,
+    setup: int,
+    held_out: int,
+    images: int,
+    is_main: bool = True,
+) -> CallPlan:
+    """How gradient-free training spends ``config.call_budget`` calls per image on ``images`` images
+    (``held_out`` of them for the check), ``setup`` spent building the start; printed if ``is_main``."""
+    w = config.loss_weights()
+    batches_queried = 1 + bool(w.destroy) + bool(w.rank_destroy)
+    # the check on held-out images and the start it may rebuild on every image call the black box too
+    distilled = bool(explainer.training_info.get("readout"))
+    reserved = check_calls(held_out) + setup_calls(config, images, distilled) if held_out else 0
+    plan = plan_calls(images, steps, config.batch_size, config.call_budget, setup, batches_queried, reserved)
+    if is_main:
+        print(
+            f"glancemap: {explainer.backbone.name} is a black box: gradient-free training through a surrogate "
+            f"(the auxiliary and a readout refitted to the black box's outputs on the masked images every "
+            f"{plan.query_every or 'no'} step(s)); {plan.steps} steps"
+            + (f" (cut from {steps} to fit the call budget)" if plan.steps < steps else "")
+            + f", about {plan.expected_calls} calls"
+            + (f" and up to {reserved} for the held-out check" if reserved else "")
+            + f", {(plan.expected_calls + reserved) / images:.1f} per image (budget {config.call_budget:g})",
+            file=sys.stderr,
+        )
+    return plan
 
 
 def train(
@@ -211,30 +242,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         total_steps = min(total_steps, config.max_steps)
     plan = None
     if surrogate is not None:
-        w = config.loss_weights()
-        batches_queried = 1 + bool(w.destroy) + bool(w.rank_destroy)
-        # the check on held-out images and the start it may rebuild on every image call the black box too
-        reserved = (
-            check_calls(len(held_out))
-            + setup_calls(config, len(all_files), bool(explainer.training_info.get("readout")))
-            if held_out
-            else 0
-        )
-        plan = plan_calls(
-            len(all_files), total_steps, config.batch_size, config.call_budget, setup, batches_queried, reserved
-        )
-        if env.is_main:
-            print(
-                f"glancemap: {explainer.backbone.name} is a black box: gradient-free training through a surrogate "
-                f"(the auxiliary and a readout refitted to the black box's outputs on the masked images every "
-                f"{plan.query_every or 'no'} step(s)); {plan.steps} steps"
-                + (f" (cut from {total_steps} to fit the call budget)" if plan.steps < total_steps else "")
-                + f", about {plan.expected_calls} calls"
-                + (f" and up to {reserved} for the held-out check" if reserved else "")
-                + f", {(plan.expected_calls + reserved) / len(all_files):.1f} per image "
-                f"(budget {config.call_budget:g})",
-                file=sys.stderr,
-            )
+        plan = black_box_plan(config, explainer, total_steps, setup, len(held_out), len(all_files), env.is_main)
         total_steps = plan.steps
 
     head = explainer.head
@@ -425,39 +433,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     explainer.eval()
     holdout_record = None
     if start_state is not None and step > 0:
-        trained_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-        trained_score = held_out_score(explainer, held_out)
-        head.load_state_dict(start_state)
-        start_score = held_out_score(explainer, held_out)
-        kept = "start" if start_score > trained_score else "trained"
-        holdout_record = {
-            "images": len(held_out),
-            "trained": round(trained_score, 4),
-            "start": round(start_score, 4),
-            "kept": kept,
-        }
-        if kept == "trained":
-            head.load_state_dict(trained_state)
-        else:
-            # the held-out images were needed only for the check: the saved start is the one every image
-            # makes (its readout distilled and its CAM calibrated on all of them), as `--max-steps 0` makes it
-            rebuilt = build_explainer(
-                config, device, all_files, backbone=explainer.backbone, auxiliary=explainer.auxiliary, report=False
-            )
-            explainer.head = rebuilt.head.eval()
-            explainer.training_info = rebuilt.training_info
-            holdout_record["rebuilt_on"] = len(all_files)
-        if env.is_main:
-            print(
-                f"glancemap: on {len(held_out)} held-out images the trained head scores {trained_score:.3f}, its "
-                f"start {start_score:.3f} (removal test, LeRF minus MoRF): saving the "
-                + (
-                    "trained head"
-                    if kept == "trained"
-                    else f"start, which training did not improve on, rebuilt on all {len(all_files)} images"
-                ),
-                file=sys.stderr,
-            )
+        holdout_record = keep_better_head(config, device, explainer, start_state, held_out, all_files, env.is_main)
     fold_low_rank(explainer.head)
     readout = explainer.training_info.get("readout")  # set by build_explainer when it distilled one
     explainer.training_info = {
@@ -497,6 +473,53 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
         dist.barrier()
         dist.destroy_process_group()
     return explainer
+
+
+def keep_better_head(
+    config: TrainConfig,
+    device: torch.device,
+    explainer: PTameExplainer,
+    start_state: dict[str, torch.Tensor],
+    held_out: Sequence[Path],
+    all_files: Sequence[Path],
+    is_main: bool = True,
+) -> dict:
+    """Scores the trained head and its start (``start_state``) on the ``held_out`` images and leaves the
+    better one in ``explainer``: a kept start is rebuilt on ``all_files``. Returns the check's record."""
+    trained_state = {k: v.detach().clone() for k, v in explainer.head.state_dict().items()}
+    trained_score = held_out_score(explainer, held_out)
+    explainer.head.load_state_dict(start_state)
+    start_score = held_out_score(explainer, held_out)
+    kept = "start" if start_score > trained_score else "trained"
+    holdout_record = {
+        "images": len(held_out),
+        "trained": round(trained_score, 4),
+        "start": round(start_score, 4),
+        "kept": kept,
+    }
+    if kept == "trained":
+        explainer.head.load_state_dict(trained_state)
+    else:
+        # the held-out images were needed only for the check: the saved start is the one every image
+        # makes (its readout distilled and its CAM calibrated on all of them), as `--max-steps 0` makes it
+        rebuilt = build_explainer(
+            config, device, all_files, backbone=explainer.backbone, auxiliary=explainer.auxiliary, report=False
+        )
+        explainer.head = rebuilt.head.eval()
+        explainer.training_info = rebuilt.training_info
+        holdout_record["rebuilt_on"] = len(all_files)
+    if is_main:
+        print(
+            f"glancemap: on {len(held_out)} held-out images the trained head scores {trained_score:.3f}, its "
+            f"start {start_score:.3f} (removal test, LeRF minus MoRF): saving the "
+            + (
+                "trained head"
+                if kept == "trained"
+                else f"start, which training did not improve on, rebuilt on all {len(all_files)} images"
+            ),
+            file=sys.stderr,
+        )
+    return holdout_record
 
 
 def training_recipe(explainer_config: dict) -> dict:
