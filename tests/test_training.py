@@ -224,7 +224,8 @@ def test_trim_log_keeps_steps_up_to_the_checkpoint_and_drops_a_torn_line(tmp_pat
 
 
 @pytest.mark.slow
-def test_two_process_ddp_ends_with_identical_heads(tmp_path):
+@pytest.mark.parametrize("holdout", ["0", "0.5"])
+def test_two_process_ddp_ends_with_identical_heads(tmp_path, holdout):
     images = tmp_path / "images"
     write_images(images, 16)
     out = tmp_path / "ddp"
@@ -248,6 +249,8 @@ def test_two_process_ddp_ends_with_identical_heads(tmp_path):
         "5",
         "--device",
         "cpu",
+        "--holdout",
+        holdout,  # 0.5: 8 images held out, and each process checks the trained head against its start
         *flags,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -259,7 +262,11 @@ def test_two_process_ddp_ends_with_identical_heads(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     cfg = json.loads((out / "explainer" / "config.json").read_text())
-    assert cfg["training"]["world_size"] == 2 and cfg["training"]["steps"] == 5
+    # 2 epochs of 16 (or 8, the rest held out) images in steps of 2 per process, at most 5
+    assert cfg["training"]["world_size"] == 2 and cfg["training"]["steps"] == (5 if holdout == "0" else 4)
+    assert run.stderr.count("glancemap: start:") == 1  # reported once, not once per process
+    if holdout != "0":
+        assert cfg["training"]["held_out"]["images"] == 8 and cfg["training"]["images"] == 8
 
 
 def test_fine_tune_with_removal_term_starts_from_saved_head(tmp_path, image_folder, monkeypatch):

@@ -202,8 +202,17 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     distilled = None
     if restored and "readout.weight" in tensors:
         distilled = Readout.from_parts(tensors["readout.weight"], tensors["readout.bias"], progress["readout"])
+    # the head's draws (its blocks' convolutions) from this state: a start rebuilt after training draws the
+    # same, so it is the one `--max-steps 0` writes, on every rank
+    head_rng = torch.random.get_rng_state()
     explainer = build_explainer(
-        config, device, None if restored else files, backbone=backbone, auxiliary=auxiliary, distilled=distilled
+        config,
+        device,
+        None if restored else files,
+        backbone=backbone,
+        auxiliary=auxiliary,
+        distilled=distilled,
+        report=env.is_main,
     )
     setup = int(progress["setup_calls"]) if restored else calls_of(explainer.backbone)  # the start's calls
     if config.low_rank is not None:
@@ -433,7 +442,9 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
     explainer.eval()
     holdout_record = None
     if start_state is not None and step > 0:
-        holdout_record = keep_better_head(config, device, explainer, start_state, held_out, all_files, env.is_main)
+        holdout_record = keep_better_head(
+            config, device, explainer, start_state, held_out, all_files, head_rng, env.is_main
+        )
     fold_low_rank(explainer.head)
     readout = explainer.training_info.get("readout")  # set by build_explainer when it distilled one
     explainer.training_info = {
@@ -482,10 +493,12 @@ def keep_better_head(
     start_state: dict[str, torch.Tensor],
     held_out: Sequence[Path],
     all_files: Sequence[Path],
+    head_rng: torch.Tensor,
     is_main: bool = True,
 ) -> dict:
     """Scores the trained head and its start (``start_state``) on the ``held_out`` images and leaves the
-    better one in ``explainer``: a kept start is rebuilt on ``all_files``. Returns the check's record."""
+    better one in ``explainer``: a kept start is rebuilt on ``all_files``, its head drawn from the global
+    random state ``head_rng`` (the one the first start was drawn from). Returns the check's record."""
     trained_state = {k: v.detach().clone() for k, v in explainer.head.state_dict().items()}
     trained_score = held_out_score(explainer, held_out)
     explainer.head.load_state_dict(start_state)
@@ -502,9 +515,11 @@ def keep_better_head(
     else:
         # the held-out images were needed only for the check: the saved start is the one every image
         # makes (its readout distilled and its CAM calibrated on all of them), as `--max-steps 0` makes it
-        rebuilt = build_explainer(
-            config, device, all_files, backbone=explainer.backbone, auxiliary=explainer.auxiliary, report=False
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.random.set_rng_state(head_rng)
+            rebuilt = build_explainer(
+                config, device, all_files, backbone=explainer.backbone, auxiliary=explainer.auxiliary, report=False
+            )
         explainer.head = rebuilt.head.eval()
         explainer.training_info = rebuilt.training_info
         holdout_record["rebuilt_on"] = len(all_files)
