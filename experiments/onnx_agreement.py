@@ -1,12 +1,15 @@
 """How far an exported explainer's maps are from PyTorch's, on real images (docs/results.md, "ONNX").
 
     python experiments/onnx_agreement.py splits/dev.txt [--explainer default] [--batch-size 16] [--float64]
+        [--graph-optimization all|extended|basic|none]
 
 Exports the explainer (both variants) and its backbone, runs ONNX Runtime and
 PyTorch on the same images and prints the largest absolute difference of the
 maps and of every class's head-resolution maps, and how often the backbone as an
 ONNX black box (``onnx:`` loader) agrees with PyTorch on the top-1 class.
-``--float64`` also prints how far PyTorch's own float32 maps are from the same
+``--graph-optimization none`` runs the explainer's files with ONNX Runtime's graph
+optimizations off (no Conv+BatchNorm fusion, no layout changes) instead of all on,
+the default. ``--float64`` also prints how far PyTorch's own float32 maps are from the same
 explainer run in float64: the rounding any float32 runtime carries; and where the
 class gate's share of it comes from: the readout's per-pixel log-probabilities
 (what the gate exponentiates) computed in float32, and in float64 from the float32
@@ -28,6 +31,21 @@ from glancemap.explainer.onnx import export_onnx
 from glancemap.images import list_images, load_image
 from glancemap.models import export_classifier_onnx, load_classifier
 
+LEVELS = {
+    "all": "ORT_ENABLE_ALL",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "basic": "ORT_ENABLE_BASIC",
+    "none": "ORT_DISABLE_ALL",
+}
+
+
+def session(path: Path, level: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,6 +53,7 @@ def main() -> None:
     ap.add_argument("--explainer", default="default")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--float64", action="store_true", help="also compare PyTorch float32 with float64")
+    ap.add_argument("--graph-optimization", choices=list(LEVELS), default="all")
     args = ap.parse_args()
     explainer = load_explainer(args.explainer)
     exact = copy.deepcopy(explainer).double() if args.float64 else None
@@ -42,6 +61,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         maps = load_explainer(export_onnx(explainer, Path(tmp) / "maps.onnx"), backbone=explainer.backbone)
         every = load_explainer(export_onnx(explainer, Path(tmp) / "all.onnx", "all"), backbone=explainer.backbone)
+        for onnx_explainer in (maps, every):
+            onnx_explainer.session = session(onnx_explainer.path, args.graph_optimization)
         black_box = load_classifier(f"onnx:{export_classifier_onnx(explainer.backbone, Path(tmp) / 'bb.onnx')}")
         agree, worst_probs = 0, 0.0
         transform = explainer.backbone.preprocessing.eval_transform()
@@ -71,7 +92,10 @@ def main() -> None:
             p, q = explainer.backbone(x).softmax(1), black_box(x).softmax(1)
             agree += (p.argmax(1) == q.argmax(1)).sum().item()
             worst_probs = max(worst_probs, (p - q).abs().max().item())
-    print(f"{len(files)} images, explainer {args.explainer} (auxiliary sides {explainer.aux_sizes})")
+    print(
+        f"{len(files)} images, explainer {args.explainer} (auxiliary sides {explainer.aux_sizes}), ONNX Runtime "
+        f"graph optimization {args.graph_optimization}"
+    )
     print(f"  maps of the backbone's top-1, (B,1,H,W): max abs difference {worst_maps:.2e}")
     print(f"  every class's map at head resolution, (B,K,h,w): max abs difference {worst_all:.2e}")
     if exact is not None:
