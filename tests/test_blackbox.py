@@ -135,6 +135,31 @@ def test_the_surrogate_learns_a_black_box_it_can_represent():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_a_refit_keeps_a_start_that_already_agrees_with_the_black_box():
+    """The black box is the surrogate's own start: its refit, however strong the ridge, stays there (a
+    ridge pulling towards zero weights shrank the auxiliary's own classifier and cut its agreement)."""
+    from glancemap.models import FeatureExtractor, default_layers
+    from glancemap.training.readout import Readout
+    from glancemap.training.surrogate import Surrogate
+
+    aux = load_classifier(TINY_AUX, "random")
+    features = FeatureExtractor(aux, default_layers(aux), (32, 32))
+    d = features.feature_shapes()[-1][0]
+    g = torch.Generator().manual_seed(1)
+    start = Readout(torch.randn(4, d, generator=g), torch.randn(4, generator=g), ridge=1.0)
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return (features(torch.from_numpy(x))[-1].mean(dim=(2, 3)) @ start.weight.T + start.bias).numpy()
+
+    surrogate = Surrogate(callable_classifier(fn, name="start", input_size=32, num_classes=4), features, start)
+    surrogate.query(torch.rand(32, 3, 32, 32, generator=g))
+    surrogate.refit()
+    assert surrogate.refits == 1
+    assert (surrogate.weight - start.weight).norm() < 0.01 * start.weight.norm()
+    assert (surrogate.bias - start.bias).abs().max() < 0.01
+
+
 def test_a_black_box_backbone_trains_gradient_free_within_its_call_budget(tmp_path, image_folder, capsys, monkeypatch):
     import glancemap.training.trainer as trainer
     from glancemap import load_explainer, register_classifier

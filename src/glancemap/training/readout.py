@@ -125,11 +125,13 @@ def softmax_regression(
     feature_scale: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float64,
     history: int = 20,
+    prior: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights ``(K,D)`` and bias ``(K,)`` of a softmax regression of ``x (n,D)`` on soft targets
-    ``p (n,K)`` by L-BFGS: cross-entropy plus ``ridge/2 * ||w * feature_scale||^2`` (the scale makes
-    a penalty on raw features equal one on standardised ones). ``start`` warm-starts it; by default
-    it starts at zero weights and the class prior as bias."""
+    ``p (n,K)`` by L-BFGS: cross-entropy plus ``ridge/2 * ||(w - prior) * feature_scale||^2`` (the
+    scale makes a penalty on raw features equal one on standardised ones; ``prior`` ``(K,D)``: zero
+    by default). ``start`` warm-starts it; by default it starts at zero weights and the class prior
+    as bias."""
     if start is None:
         w0 = torch.zeros(p.shape[1], x.shape[1])
         b0 = torch.log(p.mean(0).clamp_min(1e-8))
@@ -139,12 +141,13 @@ def softmax_regression(
     b = b0.detach().cpu().to(dtype).clone().requires_grad_(True)
     xd, pd = x.to(dtype), p.to(dtype)
     scale = 1.0 if feature_scale is None else feature_scale.to(dtype)
+    centre = 0.0 if prior is None else prior.detach().cpu().to(dtype)
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=iterations, history_size=history, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
         ce = -(pd * F.log_softmax(xd @ w.T + b, dim=1)).sum(1).mean()
-        loss = ce + 0.5 * ridge * ((w * scale) ** 2).sum()
+        loss = ce + 0.5 * ridge * (((w - centre) * scale) ** 2).sum()
         loss.backward()
         return loss
 

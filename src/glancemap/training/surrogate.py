@@ -118,6 +118,8 @@ class Surrogate(nn.Module):
         self.ridge = readout.ridge
         self.register_buffer("weight", readout.weight.detach().clone().float())
         self.register_buffer("bias", readout.bias.detach().clone().float())
+        # what every refit is pulled back to: the start, not zero weights
+        self.register_buffer("prior", self.weight.clone(), persistent=False)
         self._pooled: list[torch.Tensor] = []
         self._probs: list[torch.Tensor] = []
         self.refits = 0
@@ -165,7 +167,9 @@ class Surrogate(nn.Module):
 
     def refit(self) -> None:
         """Refits the readout to everything remembered (warm start, the same ridge on standardised
-        features as its first fit)."""
+        features as its first fit, centred on the starting readout: pulled towards zero weights, one
+        refit on 4096 masked images cut the top-1 agreement with the black box from 0.81 to 0.71,
+        docs/experiments.md)."""
         if not self._pooled:
             return
         x = torch.cat(self._pooled).float()
@@ -180,6 +184,7 @@ class Surrogate(nn.Module):
             feature_scale=sd,
             dtype=torch.float32,
             history=10,
+            prior=self.prior,
         )
         self.weight.copy_(w.detach().to(self.weight))
         self.bias.copy_(b.detach().to(self.bias))
