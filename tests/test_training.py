@@ -404,3 +404,32 @@ def test_checkpoint_from_before_a_new_setting_still_resumes(tmp_path, image_fold
     assert "resumed from" in capsys.readouterr().err
     with pytest.raises(ValueError, match="train_aux_sides"):
         train(replace(cfg, train_aux_sides=[48]), resume=True, progress_bar=False)
+
+
+def test_sigterm_stops_training_after_the_step_it_came_in_and_saves_it(tmp_path, image_folder, monkeypatch, capsys):
+    """SIGTERM, how SLURM, Kubernetes and torchrun stop a job, stops a run as Ctrl-C does, at a step's end
+    (never half-way through an optimiser step); the handler is put back afterwards."""
+    import glancemap.training.trainer as trainer
+
+    real_step, calls = trainer.training_step, []
+
+    def terminated_in_step_two(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args)
+
+    def not_caught(signum, frame):  # were train() not to catch it, SIGTERM would end the test run itself
+        raise RuntimeError("SIGTERM reached the handler train() should have replaced")
+
+    monkeypatch.setattr(trainer, "training_step", terminated_in_step_two)
+    original = signal.signal(signal.SIGTERM, not_caught)
+    try:
+        cfg = _config(tmp_path, image_folder, epochs=3, checkpoint_every=5)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, progress_bar=False)
+        assert signal.getsignal(signal.SIGTERM) is not_caught
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert "stopped at step 2: checkpoint saved" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")[1]["progress"]["step"] == 2

@@ -1,9 +1,13 @@
-"""Process set-up: the device each process trains on, torchrun's process group, a resumable sampler."""
+"""Process set-up: the device each process trains on, torchrun's process group, a resumable sampler, and
+what a stop request (SIGTERM) does."""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,3 +68,28 @@ class ResumableDistributedSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.skip
+
+
+@dataclass
+class StopRequest:
+    requested: bool = False
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[StopRequest]:
+    """While open, SIGTERM (how SLURM, Kubernetes and torchrun stop a job) sets ``requested`` instead of
+    killing the process, so training can stop at the next step and save the steps done since its last
+    checkpoint, as it does on Ctrl-C. Off the main thread (where signals cannot be caught) it does nothing."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum, frame) -> None:
+        request.requested = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGTERM, previous)

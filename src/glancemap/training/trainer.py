@@ -41,7 +41,7 @@ from .checkpoint import (
     unflatten_optimizer,
 )
 from .config import TrainConfig, TrainingDivergedError, auto_steps
-from .distributed import ResumableDistributedSampler, resolve_device, setup_distributed
+from .distributed import ResumableDistributedSampler, StopRequest, resolve_device, setup_distributed, stop_on_sigterm
 from .init import build_explainer, load_networks, setup_calls
 from .lowrank import fold_low_rank, restrict_to_low_rank
 from .outdir import claim_folder, data_fingerprint
@@ -164,11 +164,19 @@ def train(
         raise ValueError(f"backbone {backbone.name!r} does not match config.backbone {config.backbone!r}")
     device = resolve_device(config.device)
     env = setup_distributed(device)
-    with claim_folder(Path(config.out), resume, overwrite, env.is_main):
-        return _train(config, resume, progress_bar, backbone, device, env)
+    with claim_folder(Path(config.out), resume, overwrite, env.is_main), stop_on_sigterm() as stop:
+        return _train(config, resume, progress_bar, backbone, device, env, stop)
 
 
-def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Classifier | None, device, env):
+def _train(
+    config: TrainConfig,
+    resume: bool,
+    progress_bar: bool,
+    backbone: Classifier | None,
+    device,
+    env,
+    stop: StopRequest,
+):
     start_wall = time.time()
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
@@ -354,10 +362,13 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
             for batch in loader:
                 if step >= total_steps:
                     break
-                ok = torch.tensor([0 if batch is None else 1], device=device)
-                if env.enabled:  # every rank must take the same number of steps
+                # [a readable batch, no stop requested]: every rank must take the same number of steps
+                ok = torch.tensor([0 if batch is None else 1, 0 if stop.requested else 1], device=device)
+                if env.enabled:
                     dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-                if not ok.item():
+                if not ok[1].item():
+                    raise KeyboardInterrupt("SIGTERM")  # saved below, as Ctrl-C is
+                if not ok[0].item():
                     continue
                 images = batch[0].to(device, non_blocking=True)
                 query = False
@@ -416,7 +427,7 @@ def _train(config: TrainConfig, resume: bool, progress_bar: bool, backbone: Clas
                         checkpoint()
                         saved_step = step
     except (KeyboardInterrupt, Exception) as exc:
-        # Ctrl-C, or a black box's failed call: keep the steps done since the last checkpoint
+        # Ctrl-C, SIGTERM or a black box's failed call: keep the steps done since the last checkpoint
         if env.is_main and between_steps and step > saved_step and not isinstance(exc, TrainingDivergedError):
             checkpoint()
             if bar is not None:
