@@ -363,12 +363,13 @@ def _train(
                 if step >= total_steps:
                     break
                 # [a readable batch, no stop requested]: every rank must take the same number of steps
-                ok = torch.tensor([0 if batch is None else 1, 0 if stop.requested else 1], device=device)
+                flags = torch.tensor([batch is not None, not stop.requested], device=device).int()
                 if env.enabled:
-                    dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-                if not ok[1].item():
+                    dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+                readable, go_on = flags.tolist()
+                if not go_on:
                     raise KeyboardInterrupt("SIGTERM")  # saved below, as Ctrl-C is
-                if not ok[0].item():
+                if not readable:
                     continue
                 images = batch[0].to(device, non_blocking=True)
                 query = False
